@@ -1,0 +1,135 @@
+/**
+ * The dataplane process: the actor supervisor and the control socket the api connects to.
+ *
+ * One api connection at a time; a new one replaces the old (the api restarted). Every
+ * connection starts with a full SyncState from the api, to which the fleet converges.
+ * SIGTERM, SIGINT, or the root going away (EOF on stdin) stop every actor, which removes the
+ * vNIC sockets, and the process exits 0.
+ * @module
+ */
+
+import { childConfig, type Config, controlSocketPath } from "../daemon/config.ts";
+import { configureLogging, createLogger, type Logger } from "../daemon/log.ts";
+import { Channel, RemoteError } from "../daemon/ipc.ts";
+import type { NicStatus, Request, Response } from "../daemon/protocol.ts";
+import { parentGone } from "../daemon/process_supervisor.ts";
+import { Fleet } from "./fleet.ts";
+import { nativeDeviceControl } from "./vnic.ts";
+
+const startedAt = performance.now();
+
+async function handle(fleet: Fleet, req: Request): Promise<Response> {
+  switch (req.type) {
+    case "SyncState":
+      return { type: "StateSynced", nics: await fleet.sync(req.networks, req.nics) };
+    case "UpsertNetwork":
+      await fleet.upsertNetwork(req.network);
+      return { type: "Done" };
+    case "RemoveNetwork":
+      await fleet.removeNetwork(req.id);
+      return { type: "Done" };
+    case "UpsertNic":
+      return { type: "NicReady", status: await fleet.upsertNic(req.nic) };
+    case "RemoveNic":
+      await fleet.removeNic(req.id);
+      return { type: "Done" };
+    case "GetNicCounters":
+      return { type: "Counters", counters: await fleet.nicCounters(req.id) };
+    case "Ping":
+      return { type: "Pong", pid: Deno.pid, uptimeMs: Math.round(performance.now() - startedAt) };
+    default:
+      throw new RemoteError("invalid", `unknown request type ${(req as { type: string }).type}`);
+  }
+}
+
+/** Refuses to start next to a live dataplane of the same data directory. */
+async function claimControlSocket(path: string, log: Logger): Promise<void> {
+  try {
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    throw new Error(`another mvirt-net dataplane is serving ${path}; stop it first`);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.ConnectionRefused) {
+      try {
+        Deno.removeSync(path);
+        log.debug("removed stale control socket", { path });
+      } catch {
+        // Not there: nothing to clean.
+      }
+      return;
+    }
+    throw e;
+  }
+}
+
+/** Runs the dataplane until told to stop. */
+export async function runDataplane(cfg: Config): Promise<number> {
+  configureLogging({ level: cfg.logLevel, format: cfg.logFormat });
+  const log = createLogger("dataplane");
+  const path = controlSocketPath(cfg);
+  await claimControlSocket(path, log);
+  const done = Promise.withResolvers<number>();
+  let api: Channel | null = null;
+  const fleet = new Fleet({
+    log,
+    devices: nativeDeviceControl(),
+    onNicStatus: (status: NicStatus) => api?.emit({ type: "NicStateChanged", status }),
+    onEscalate: (reason) => {
+      log.error("dataplane supervisor gave up", { reason });
+      done.resolve(1);
+    },
+  });
+  const listener = Deno.listen({ transport: "unix", path });
+  Deno.chmodSync(path, 0o600);
+  log.info("dataplane ready", { pid: Deno.pid, control: path });
+  (async () => {
+    for await (const conn of listener) {
+      try {
+        const ch = await Channel.open(conn, {
+          role: "dataplane",
+          onRequest: (req) => handle(fleet, req),
+          onClose: (reason) => {
+            if (api === ch) {
+              api = null;
+              log.info("api disconnected", { reason });
+            }
+          },
+        });
+        api?.close("replaced by a new api connection");
+        api = ch;
+        log.info("api connected", { apiPid: ch.peer.pid });
+      } catch (e) {
+        log.warn("control connection refused", { error: e as Error });
+        try {
+          conn.close();
+        } catch {
+          // Closed by the handshake failure already.
+        }
+      }
+    }
+  })().catch((e) => {
+    if (!(e instanceof Deno.errors.BadResource)) log.error("control listener failed", { error: e });
+  });
+  const stop = (why: string) => () => {
+    log.info("stopping", { why });
+    done.resolve(0);
+  };
+  Deno.addSignalListener("SIGTERM", stop("SIGTERM"));
+  Deno.addSignalListener("SIGINT", stop("SIGINT"));
+  if (Deno.env.get("MVIRT_NET_WATCH_PARENT") !== "0") parentGone().then(stop("parent gone"));
+  const code = await done.promise;
+  listener.close();
+  api?.close("dataplane stopping");
+  await fleet.stop();
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // Already gone.
+  }
+  log.info("dataplane stopped", { code });
+  return code;
+}
+
+if (import.meta.main) {
+  Deno.exit(await runDataplane(childConfig()));
+}

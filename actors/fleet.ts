@@ -1,0 +1,332 @@
+/**
+ * The dataplane's actor tree and its convergence to the desired state.
+ *
+ * ```
+ * dataplane (top supervisor, this class)
+ * ├── net:<id> supervisor ── network actor, vnic actors of that network
+ * └── tun actor (issue 5)
+ * ```
+ *
+ * The api pushes the whole desired state on every (re)connect ({@link Fleet.sync}) and single
+ * changes in between; the fleet creates what is missing, updates what changed and stops what is
+ * no longer wanted. A network supervisor that exceeds its restart intensity escalates here: the
+ * whole network subtree is rebuilt from the desired state, and if that happens more often than
+ * the top intensity allows, the dataplane process exits so that the root restarts it.
+ * @module
+ */
+
+import type { Logger } from "../daemon/log.ts";
+import type { DesiredNetwork, DesiredNic, NicCounters, NicStatus } from "../daemon/protocol.ts";
+import { RemoteError } from "../daemon/ipc.ts";
+import type { ActorRef } from "./actor_ref.ts";
+import { DEFAULT_INTENSITY, Supervisor } from "./supervisor.ts";
+import type { NetworkMsg } from "./network.ts";
+import type { NicDeviceControl, VnicArgs, VnicEvent, VnicMsg } from "./vnic.ts";
+
+/** What the fleet needs from the process around it. */
+export interface FleetOptions {
+  log: Logger;
+  /** Reports a vNIC state change to the api. */
+  onNicStatus: (status: NicStatus) => void;
+  /** The top level gave up: the process must exit non-zero. */
+  onEscalate: (reason: string) => void;
+  /** Native device control shared by every vnic actor (wake, adopt). */
+  devices: NicDeviceControl;
+  /** Restart intensity of the supervisors (tests shorten it). */
+  intensity?: typeof DEFAULT_INTENSITY;
+}
+
+interface NetworkEntry {
+  desired: DesiredNetwork;
+  sup: Supervisor;
+  nics: Map<string, NicEntry>;
+}
+
+interface NicEntry {
+  desired: DesiredNic;
+  status: NicStatus;
+  /** Native device handle, kept across actor restarts so the new Worker adopts the device. */
+  handle: number | null;
+}
+
+const NETWORK_ACTOR_ID = "network";
+const NETWORK_MODULE = new URL("./network.ts", import.meta.url);
+const VNIC_MODULE = new URL("./vnic.ts", import.meta.url);
+
+/** Owns every network and vNIC actor of the dataplane. */
+export class Fleet {
+  #opts: FleetOptions;
+  #networks = new Map<string, NetworkEntry>();
+  #escalations: number[] = [];
+  #down = false;
+  #intensity: typeof DEFAULT_INTENSITY;
+  // Changes are applied one at a time so that a sync and a single change never interleave.
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: FleetOptions) {
+    this.#opts = opts;
+    this.#intensity = opts.intensity ?? DEFAULT_INTENSITY;
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#queue.then(fn);
+    this.#queue = p.catch(() => {});
+    return p;
+  }
+
+  /** Converges to exactly `networks` and `nics`. */
+  sync(networks: DesiredNetwork[], nics: DesiredNic[]): Promise<NicStatus[]> {
+    return this.#serial(async () => {
+      const wantNets = new Map(networks.map((n) => [n.id, n]));
+      const wantNics = new Map(nics.map((n) => [n.id, n]));
+      for (const [id, net] of this.#networks) {
+        for (const nicId of net.nics.keys()) {
+          if (!wantNics.has(nicId) || wantNics.get(nicId)!.networkId !== id) {
+            await this.#removeNic(net, nicId);
+          }
+        }
+        if (!wantNets.has(id)) await this.#removeNetwork(id);
+      }
+      for (const n of networks) await this.#upsertNetwork(n);
+      const out: NicStatus[] = [];
+      const failures: string[] = [];
+      for (const nic of nics) {
+        try {
+          out.push(await this.#upsertNic(nic));
+        } catch (e) {
+          // One vNIC that cannot be served must not keep the others from coming back.
+          const status: NicStatus = { id: nic.id, state: "ERROR", reason: (e as Error).message };
+          failures.push(`${nic.id}: ${status.reason}`);
+          out.push(status);
+        }
+      }
+      if (failures.length) this.#opts.log.error("vNICs failed to start", { failures });
+      return out;
+    });
+  }
+
+  upsertNetwork(n: DesiredNetwork): Promise<void> {
+    return this.#serial(() => this.#upsertNetwork(n));
+  }
+
+  removeNetwork(id: string): Promise<void> {
+    return this.#serial(async () => {
+      const net = this.#networks.get(id);
+      if (!net) return;
+      for (const nicId of [...net.nics.keys()]) await this.#removeNic(net, nicId);
+      await this.#removeNetwork(id);
+    });
+  }
+
+  upsertNic(nic: DesiredNic): Promise<NicStatus> {
+    return this.#serial(() => this.#upsertNic(nic));
+  }
+
+  removeNic(id: string): Promise<void> {
+    return this.#serial(async () => {
+      for (const net of this.#networks.values()) {
+        if (net.nics.has(id)) await this.#removeNic(net, id);
+      }
+    });
+  }
+
+  /** The counters of one vNIC. */
+  async nicCounters(id: string): Promise<NicCounters> {
+    for (const net of this.#networks.values()) {
+      if (!net.nics.has(id)) continue;
+      const ref = net.sup.ref<VnicMsg>(vnicChildId(id));
+      if (!ref) throw new RemoteError("failed", `vNIC ${id} is restarting`);
+      return await ref.call<NicCounters>({ type: "GetCounters" });
+    }
+    throw new RemoteError("not_found", `no vNIC ${id} in the dataplane`);
+  }
+
+  /** A running actor by path, for fault-injection tests: `net:<id>` or `vnic:<id>`. */
+  actor(path: string): ActorRef<{ type: string }> | null {
+    const [kind, id] = path.split(":");
+    for (const net of this.#networks.values()) {
+      if (kind === "net" && net.desired.id === id) return net.sup.ref(NETWORK_ACTOR_ID);
+      if (kind === "vnic" && net.nics.has(id)) return net.sup.ref(vnicChildId(id));
+    }
+    return null;
+  }
+
+  /** Stops every actor (vNIC sockets are removed by their actors). */
+  async stop(): Promise<void> {
+    this.#down = true;
+    await this.#serial(async () => {
+      for (const id of [...this.#networks.keys()]) {
+        const net = this.#networks.get(id)!;
+        await net.sup.stop();
+        this.#networks.delete(id);
+      }
+    });
+  }
+
+  async #upsertNetwork(n: DesiredNetwork): Promise<void> {
+    const existing = this.#networks.get(n.id);
+    if (existing) {
+      existing.desired = n;
+      existing.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NetworkChanged", network: n });
+      for (const nic of existing.nics.values()) {
+        existing.sup.ref<VnicMsg>(vnicChildId(nic.desired.id))?.cast({
+          type: "NetworkChanged",
+          network: n,
+        });
+      }
+      return;
+    }
+    const entry: NetworkEntry = { desired: n, sup: this.#networkSupervisor(n), nics: new Map() };
+    this.#networks.set(n.id, entry);
+    await entry.sup.startChild({
+      id: NETWORK_ACTOR_ID,
+      restart: "permanent",
+      spawn: () => ({
+        name: `dataplane/net:${entry.desired.name}`,
+        module: NETWORK_MODULE,
+        args: { network: entry.desired, nics: [...entry.nics.values()].map((e) => e.desired) },
+      }),
+    });
+  }
+
+  #networkSupervisor(n: DesiredNetwork): Supervisor {
+    const sup: Supervisor = new Supervisor({
+      name: `net:${n.name}`,
+      log: this.#opts.log.child(`net:${n.name}`),
+      ...this.#intensity,
+      onEscalate: (reason) => this.#networkEscalated(n.id, sup, reason),
+    });
+    return sup;
+  }
+
+  async #removeNetwork(id: string): Promise<void> {
+    const net = this.#networks.get(id);
+    if (!net) return;
+    this.#networks.delete(id);
+    await net.sup.stop();
+  }
+
+  async #upsertNic(nic: DesiredNic): Promise<NicStatus> {
+    const net = this.#networks.get(nic.networkId);
+    if (!net) {
+      throw new RemoteError(
+        "invalid",
+        `vNIC ${nic.id} names network ${nic.networkId}, which the dataplane does not have`,
+      );
+    }
+    for (const other of this.#networks.values()) {
+      if (other !== net && other.nics.has(nic.id)) await this.#removeNic(other, nic.id);
+    }
+    const existing = net.nics.get(nic.id);
+    if (existing) {
+      const needsRestart = existing.desired.socketPath !== nic.socketPath ||
+        existing.desired.mac !== nic.mac;
+      if (!needsRestart) {
+        existing.desired = nic;
+        net.sup.ref<VnicMsg>(vnicChildId(nic.id))?.cast({ type: "NicChanged", nic });
+        net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicJoined", nic });
+        return existing.status;
+      }
+      await this.#removeNic(net, nic.id);
+    }
+    const entry: NicEntry = {
+      desired: nic,
+      status: { id: nic.id, state: "CREATED" },
+      handle: null,
+    };
+    net.nics.set(nic.id, entry);
+    try {
+      await net.sup.startChild({
+        id: vnicChildId(nic.id),
+        restart: "permanent",
+        spawn: () => ({
+          name: `dataplane/net:${net.desired.name}/vnic:${entry.desired.name || entry.desired.id}`,
+          module: VNIC_MODULE,
+          args: {
+            nic: entry.desired,
+            network: net.desired,
+            adoptHandle: entry.handle,
+          } satisfies VnicArgs,
+          wake: () => {
+            if (entry.handle !== null) this.#opts.devices.wake(entry.handle);
+          },
+          onEvent: (ev) => this.#onVnicEvent(entry, ev as VnicEvent),
+        }),
+      });
+    } catch (e) {
+      net.nics.delete(nic.id);
+      throw new RemoteError("failed", `vNIC ${nic.id}: ${(e as Error).message}`);
+    }
+    net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicJoined", nic });
+    return entry.status;
+  }
+
+  #onVnicEvent(entry: NicEntry, ev: VnicEvent): void {
+    switch (ev.type) {
+      case "DeviceOpened":
+        entry.handle = ev.handle;
+        return;
+      case "DeviceClosed":
+        entry.handle = null;
+        return;
+      case "StateChanged": {
+        const s = ev.status;
+        if (s.state === entry.status.state && s.reason === entry.status.reason) return;
+        entry.status = s;
+        this.#opts.onNicStatus(s);
+        return;
+      }
+    }
+  }
+
+  async #removeNic(net: NetworkEntry, id: string): Promise<void> {
+    const entry = net.nics.get(id);
+    if (!entry) return;
+    net.nics.delete(id);
+    await net.sup.stopChild(vnicChildId(id));
+    // A device whose actor died mid-stop is closed here, so its socket never outlives the row.
+    if (entry.handle !== null) this.#opts.devices.close(entry.handle);
+    entry.handle = null;
+    net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicLeft", id });
+  }
+
+  #networkEscalated(id: string, sup: Supervisor, reason: string): void {
+    if (this.#down) return;
+    const now = performance.now();
+    this.#escalations = this.#escalations.filter((t) => now - t < this.#intensity.periodMs);
+    this.#escalations.push(now);
+    if (this.#escalations.length > this.#intensity.intensity) {
+      this.#down = true;
+      this.#opts.onEscalate(
+        `network subtrees escalated ${this.#escalations.length} times: ${reason}`,
+      );
+      return;
+    }
+    const net = this.#networks.get(id);
+    if (!net || net.sup !== sup) return;
+    this.#opts.log.warn("network subtree escalated, rebuilding it", { network: id, reason });
+    void this.#serial(async () => {
+      const current = this.#networks.get(id);
+      if (!current || current.sup !== sup) return;
+      this.#networks.delete(id);
+      const nics = [...current.nics.values()];
+      for (const e of nics) if (e.handle !== null) this.#opts.devices.close(e.handle);
+      await this.#upsertNetwork(current.desired);
+      for (const e of nics) {
+        try {
+          await this.#upsertNic(e.desired);
+        } catch (err) {
+          this.#opts.onNicStatus({
+            id: e.desired.id,
+            state: "ERROR",
+            reason: (err as Error).message,
+          });
+        }
+      }
+    });
+  }
+}
+
+function vnicChildId(nicId: string): string {
+  return `vnic:${nicId}`;
+}

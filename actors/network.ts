@@ -1,0 +1,90 @@
+/**
+ * The network actor: one Worker per network. It owns the network's membership (which vNIC
+ * holds which addresses and routed prefixes); routing between vNICs builds on it.
+ * @module
+ */
+
+import type { DesiredNetwork, DesiredNic } from "../daemon/protocol.ts";
+import { runActor } from "./worker_runtime.ts";
+
+/** Messages the network actor accepts. */
+export type NetworkMsg =
+  | { type: "NetworkChanged"; network: DesiredNetwork }
+  | { type: "NicJoined"; nic: DesiredNic }
+  | { type: "NicLeft"; id: string }
+  | { type: "GetMembers" }
+  | { type: "InjectFault"; reason: string };
+
+/** Arguments of the network actor's start. */
+export interface NetworkArgs {
+  network: DesiredNetwork;
+  nics: DesiredNic[];
+}
+
+/** One member's addresses, as the network actor answers `GetMembers`. */
+export interface Member {
+  id: string;
+  mac: string;
+  ipv4: string;
+  ipv6: string;
+  routedIpv4Prefixes: string[];
+  routedIpv6Prefixes: string[];
+}
+
+interface NetworkState {
+  network: DesiredNetwork;
+  members: Map<string, Member>;
+}
+
+function member(nic: DesiredNic): Member {
+  return {
+    id: nic.id,
+    mac: nic.mac,
+    ipv4: nic.ipv4,
+    ipv6: nic.ipv6,
+    routedIpv4Prefixes: nic.routedIpv4Prefixes,
+    routedIpv6Prefixes: nic.routedIpv6Prefixes,
+  };
+}
+
+if (import.meta.main) {
+  runActor<NetworkMsg, NetworkState, NetworkArgs>({
+    init(args, ctx) {
+      ctx.log.debug("network actor started", { nics: args.nics.length });
+      return {
+        network: args.network,
+        members: new Map(args.nics.map((n) => [n.id, member(n)])),
+      };
+    },
+    handle(state, msg, ctx) {
+      switch (msg.type) {
+        case "NetworkChanged":
+          state.network = msg.network;
+          return;
+        case "NicJoined":
+          state.members.set(msg.nic.id, member(msg.nic));
+          return;
+        case "NicLeft":
+          state.members.delete(msg.id);
+          return;
+        case "GetMembers":
+          return [...state.members.values()];
+        case "InjectFault":
+          faultInjection(ctx.name, msg.reason);
+      }
+    },
+  });
+}
+
+/**
+ * Throws from outside any handler, as a real bug in a timer would, so that tests can prove the
+ * supervisor restarts the actor. Only honoured when fault injection is enabled.
+ */
+export function faultInjection(actor: string, reason: string): void {
+  if (Deno.env.get("MVIRT_NET_FAULT_INJECTION") !== "1") {
+    throw new Error(`${actor}: fault injection is disabled (MVIRT_NET_FAULT_INJECTION=1)`);
+  }
+  setTimeout(() => {
+    throw new Error(`injected fault: ${reason}`);
+  }, 0);
+}

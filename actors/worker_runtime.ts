@@ -1,0 +1,143 @@
+/**
+ * The Worker side of an actor: receives its mailbox, runs its behaviour, answers calls.
+ *
+ * An actor module calls {@link runActor} once with its behaviour. Any exception escaping a
+ * handler, a timer or a promise is a crash: the Worker reports it and the supervisor restarts
+ * the actor from its child spec. State lives only inside the actor; the only way in is a
+ * message.
+ *
+ * @example
+ * ```ts
+ * type CounterMsg = { type: "Add"; n: number } | { type: "Get" };
+ * runActor<CounterMsg, { total: number }, null>({
+ *   init: () => ({ total: 0 }),
+ *   handle: (state, msg) => msg.type === "Add" ? (state.total += msg.n, undefined) : state.total,
+ * });
+ * ```
+ * @module
+ */
+
+import { configureLogging, createLogger, type Logger } from "../daemon/log.ts";
+import type { ActorMessage, FromActor, ToActor } from "./mailbox.ts";
+
+/** What an actor's handlers can do besides answering. */
+export interface ActorContext {
+  readonly name: string;
+  readonly log: Logger;
+  /** Sends an unsolicited event to the supervisor side (for example a state report). */
+  emit(event: unknown): void;
+  /** True once a stop was requested; long-running loops check it. */
+  readonly stopping: boolean;
+}
+
+/** How an actor behaves. */
+export interface Behaviour<M extends ActorMessage, S, A> {
+  /** Builds the state from the child spec's arguments. */
+  init(args: A, ctx: ActorContext): S | Promise<S>;
+  /** Handles one message; the return value answers a call (ignored for a cast). */
+  handle(state: S, msg: M, ctx: ActorContext): unknown | Promise<unknown>;
+  /** Releases what the actor holds before a clean stop. */
+  terminate?(state: S, ctx: ActorContext): void | Promise<void>;
+}
+
+interface WorkerScope {
+  postMessage(msg: FromActor): void;
+  onmessage: ((e: MessageEvent<ToActor>) => void) | null;
+  addEventListener(type: string, fn: (e: Event) => void): void;
+  close(): void;
+}
+
+/** Runs `behaviour` as this Worker's actor. Call once at the top level of the actor module. */
+export function runActor<M extends ActorMessage, S, A>(behaviour: Behaviour<M, S, A>): void {
+  const scope = globalThis as unknown as WorkerScope;
+  let state: S | undefined;
+  let ready = false;
+  let stopping = false;
+  let ctx: ActorContext | undefined;
+  // Messages are handled one at a time, in arrival order, even when handlers are async.
+  let queue: Promise<void> = Promise.resolve();
+
+  const crash = (error: unknown) => {
+    const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    ctx?.log.error("actor crashed", { error: text });
+    scope.postMessage({ kind: "crashed", error: text });
+    scope.close();
+  };
+  scope.addEventListener("error", (e) => {
+    e.preventDefault();
+    crash((e as ErrorEvent).error ?? (e as ErrorEvent).message);
+  });
+  scope.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    crash((e as PromiseRejectionEvent).reason);
+  });
+
+  const run = (job: () => Promise<void>) => {
+    queue = queue.then(job).catch(crash);
+  };
+
+  scope.onmessage = (e: MessageEvent<ToActor>) => {
+    const m = e.data as ToActor<M>;
+    switch (m.kind) {
+      case "init":
+        configureLogging(m.log);
+        ctx = {
+          name: m.name,
+          log: createLogger(m.name),
+          emit: (event) => scope.postMessage({ kind: "event", event }),
+          get stopping() {
+            return stopping;
+          },
+        };
+        run(async () => {
+          try {
+            state = await behaviour.init(m.args as A, ctx!);
+          } catch (err) {
+            scope.postMessage({
+              kind: "init_failed",
+              error: (err as Error).message ?? String(err),
+            });
+            scope.close();
+            return;
+          }
+          ready = true;
+          scope.postMessage({ kind: "ready" });
+        });
+        return;
+      case "cast":
+        run(async () => {
+          if (ready) await behaviour.handle(state as S, m.msg, ctx!);
+        });
+        return;
+      case "call":
+        run(async () => {
+          if (!ready) {
+            scope.postMessage({ kind: "reply", id: m.id, ok: false, error: "actor not ready" });
+            return;
+          }
+          let value: unknown;
+          try {
+            value = await behaviour.handle(state as S, m.msg, ctx!);
+          } catch (err) {
+            // A failed call answers the caller; only escapes outside a call are crashes.
+            scope.postMessage({ kind: "reply", id: m.id, ok: false, error: errorText(err) });
+            return;
+          }
+          scope.postMessage({ kind: "reply", id: m.id, ok: true, value });
+        });
+        return;
+      case "stop":
+        stopping = true;
+        run(async () => {
+          if (ready) await behaviour.terminate?.(state as S, ctx!);
+          scope.postMessage({ kind: "stopped" });
+          scope.close();
+        });
+        return;
+    }
+  };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

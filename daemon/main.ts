@@ -1,0 +1,131 @@
+/**
+ * The `mvirt-net` root process: reads the configuration, starts the dataplane and the api as
+ * child processes with the least permissions each needs, restarts them when they die, and on
+ * SIGTERM or SIGINT stops both and exits 0.
+ *
+ * The root loads no native code and speaks no HTTP/2, so neither a fault in the C shim nor the
+ * node:http2 abort of Deno 2.9.6 can take it down (see docs/architecture.md).
+ * @module
+ */
+
+import { CHILD_CONFIG_ENV, type Config, ConfigError, parseArgs, usage } from "./config.ts";
+import { configureLogging, createLogger } from "./log.ts";
+import { type ProcessLimits, type ProcessSpec, ProcessSupervisor } from "./process_supervisor.ts";
+
+const ROOT_DIR = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Permission flags of each child, with the reason for each in docs and README. */
+export function childSpecs(cfg: Config): ProcessSpec[] {
+  const env: Record<string, string> = {
+    [CHILD_CONFIG_ENV]: JSON.stringify(cfg),
+    MVIRT_NET_LOG_LEVEL: cfg.logLevel,
+    MVIRT_NET_LOG_FORMAT: cfg.logFormat,
+  };
+  const common = ["run", "--no-prompt", `--config=${ROOT_DIR}/deno.json`];
+  const writeDirs = [cfg.dataDir, cfg.socketDir];
+  if (cfg.listen.kind === "unix") writeDirs.push(dirOf(cfg.listen.path));
+  return [
+    {
+      role: "dataplane",
+      args: [
+        ...common,
+        "--allow-ffi",
+        "--allow-read",
+        `--allow-write=${[cfg.dataDir, cfg.socketDir].join(",")}`,
+        "--allow-env",
+        "--allow-run=ip",
+        `${ROOT_DIR}/actors/dataplane.ts`,
+      ],
+      env,
+    },
+    {
+      role: "api",
+      args: [
+        ...common,
+        "--allow-net",
+        "--allow-read",
+        `--allow-write=${writeDirs.join(",")}`,
+        "--allow-env",
+        "--allow-sys",
+        `${ROOT_DIR}/api/main.ts`,
+      ],
+      env,
+    },
+  ];
+}
+
+function dirOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+/** Runs the root until a signal stops it; returns the exit code. */
+export async function runRoot(cfg: Config, limits?: Partial<ProcessLimits>): Promise<number> {
+  configureLogging({ level: cfg.logLevel, format: cfg.logFormat });
+  const log = createLogger("root");
+  Deno.mkdirSync(cfg.dataDir, { recursive: true });
+  Deno.mkdirSync(cfg.socketDir, { recursive: true });
+  const done = Promise.withResolvers<number>();
+  const sup = new ProcessSupervisor({
+    log,
+    limits,
+    onGiveUp: () => done.resolve(1),
+    onStarted: () => writePids(cfg, sup),
+  });
+  const onSignal = (sig: Deno.Signal) => () => {
+    log.info("signal received, shutting down", { signal: sig });
+    done.resolve(0);
+  };
+  const handlers = (["SIGTERM", "SIGINT"] as const).map((sig) => {
+    const fn = onSignal(sig);
+    Deno.addSignalListener(sig, fn);
+    return [sig, fn] as const;
+  });
+  log.info("mvirt-net starting", {
+    pid: Deno.pid,
+    listen: cfg.listen.kind === "unix"
+      ? `unix:${cfg.listen.path}`
+      : `${cfg.listen.host}:${cfg.listen.port}`,
+    socketDir: cfg.socketDir,
+    dataDir: cfg.dataDir,
+    tun: cfg.tun ? cfg.tunName : "off",
+  });
+  for (const spec of childSpecs(cfg)) sup.start(spec);
+  const code = await done.promise;
+  await sup.shutdown();
+  for (const [sig, fn] of handlers) Deno.removeSignalListener(sig, fn);
+  try {
+    Deno.removeSync(pidsPath(cfg));
+  } catch {
+    // Never written or already gone.
+  }
+  log.info("mvirt-net stopped", { code });
+  return code;
+}
+
+/** Where the root records its own and its children's PIDs, for operators and tests. */
+export function pidsPath(cfg: Config): string {
+  return `${cfg.dataDir}/pids.json`;
+}
+
+function writePids(cfg: Config, sup: ProcessSupervisor): void {
+  const tmp = `${pidsPath(cfg)}.tmp`;
+  Deno.writeTextFileSync(tmp, JSON.stringify({ root: Deno.pid, ...sup.pids() }) + "\n");
+  Deno.renameSync(tmp, pidsPath(cfg));
+}
+
+if (import.meta.main) {
+  let parsed;
+  try {
+    parsed = parseArgs(Deno.args, Deno.env.toObject());
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    console.error(`mvirt-net: ${e.message}`);
+    Deno.exit(2);
+  }
+  if (parsed.help) {
+    console.log(usage());
+    Deno.exit(0);
+  }
+  Deno.exit(await runRoot(parsed.config));
+}
