@@ -1,0 +1,101 @@
+/* Split virtqueues (virtio 1.x, section 2.7): descriptor-chain walking with every limit the
+ * spec and an untrusted guest call for, TX and RX bursts, used-ring updates and notification
+ * suppression. Knows guest memory (mem.h) and nothing of sockets. */
+#ifndef MVN_VRING_H
+#define MVN_VRING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mem.h"
+
+/* Largest queue size of a split virtqueue. */
+#define MVN_VRING_MAX_NUM 32768u
+/* Largest Ethernet frame either way, virtio-net header excluded: the 64 KiB a GSO frame may
+ * reach, which also bounds what one TX burst slot needs. */
+#define MVN_MAX_FRAME 65536u
+
+/* Virtio feature bits the ring code looks at. */
+#define MVN_F_MRG_RXBUF 15
+#define MVN_F_INDIRECT_DESC 28
+#define MVN_F_EVENT_IDX 29
+#define MVN_F_VERSION_1 32
+
+/* Per-device counters, in the order of the u64 array mvn_dev_counters copies. rx is towards
+ * the guest (virtio receiveq), tx from the guest (transmitq). The chain_* reasons count
+ * descriptor chains returned to the guest unused, in either direction. */
+enum mvn_counter {
+	MVN_CTR_RX_PACKETS,
+	MVN_CTR_RX_BYTES,
+	MVN_CTR_TX_PACKETS,
+	MVN_CTR_TX_BYTES,
+	MVN_CTR_RX_DROP_NO_BUFFER,
+	MVN_CTR_RX_DROP_NOT_READY,
+	MVN_CTR_CHAIN_TOO_SMALL,
+	MVN_CTR_RX_DROP_BAD_FRAME,
+	MVN_CTR_CHAIN_BAD_ADDR,
+	MVN_CTR_CHAIN_BAD_INDEX,
+	MVN_CTR_CHAIN_LOOP,
+	MVN_CTR_CHAIN_TOO_LONG,
+	MVN_CTR_CHAIN_FRAME_TOO_LONG,
+	MVN_CTR_CHAIN_BAD_INDIRECT,
+	MVN_CTR_CHAIN_NESTED_INDIRECT,
+	MVN_CTR_CHAIN_WRONG_DIRECTION,
+	MVN_CTR_CHAIN_EMPTY,
+	MVN_CTR_AVAIL_JUMP,
+	MVN_CTR_CALLS,
+	MVN_CTR_KICKS,
+	MVN_CTR_COUNT
+};
+
+struct mvn_seg {
+	uint64_t gpa;
+	uint32_t len;
+};
+
+struct mvn_vring {
+	uint32_t num; /* 0: not configured */
+	bool addr_set;
+	uint64_t desc_uva, avail_uva, used_uva;
+	/* Host addresses of the three parts, resolved from the UVAs against the memory table;
+	 * NULL while they do not resolve (the ring is then not usable). */
+	uint8_t *desc, *avail, *used;
+	uint16_t last_avail;
+	uint16_t used_idx; /* our copy of used->idx, published with release semantics */
+	bool broken;       /* avail->idx jumped by more than num; counted once per episode */
+	bool started;      /* kick received, not stopped by GET_VRING_BASE */
+	bool enabled;      /* SET_VRING_ENABLE (only meaningful with protocol features) */
+	int kick_fd, call_fd, err_fd;
+	struct mvn_seg *segs; /* scratch of num entries for one chain */
+	uint16_t *bad;        /* scratch of num heads of malformed chains met during one frame */
+};
+
+/* What the ring code needs from its device on each call. */
+struct mvn_vring_env {
+	const struct mvn_mem *mem;
+	uint64_t features;
+	uint64_t *ctr; /* MVN_CTR_COUNT entries */
+};
+
+void mvn_vring_init(struct mvn_vring *vr);
+/* Sets the queue size (1..MVN_VRING_MAX_NUM). 0 or -errno. */
+int mvn_vring_set_num(struct mvn_vring *vr, uint32_t num);
+/* Resolves the ring addresses against mem; false (and NULL pointers) when they do not. */
+bool mvn_vring_resolve(struct mvn_vring *vr, const struct mvn_mem *mem);
+/* Frees the scratch and forgets everything but the fds, which the caller owns. */
+void mvn_vring_forget(struct mvn_vring *vr);
+/* Ready to move packets: configured, resolved, started and enabled. */
+bool mvn_vring_ready(const struct mvn_vring *vr, bool protocol_features);
+/* The guest made buffers available that we have not consumed yet. */
+bool mvn_vring_pending(const struct mvn_vring *vr);
+
+/* Pops up to max frames the guest sent into out as [u32 len][len bytes]... (virtio-net header
+ * stripped). Stops early when the next frame does not fit in cap. Returns the frame count. */
+uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
+			    uint32_t cap, uint32_t max);
+/* Delivers count frames laid out as [u32 len][len bytes]... in `in` (len bytes) to the guest.
+ * Frames without room are dropped and counted. Returns the frames delivered. */
+uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env,
+			    const uint8_t *in, uint32_t len, uint32_t count);
+
+#endif

@@ -1,0 +1,100 @@
+/** The FFI binding and the native device table, below the vhost protocol. */
+import { assert, assertEquals, assertThrows } from "../assert.ts";
+import {
+  check,
+  cString,
+  errnoName,
+  libraryPath,
+  native,
+  nativeTest,
+  PollEvents,
+  QueueFd,
+  ShimError,
+} from "../../ffi/binding.ts";
+
+function withEnv(vars: Record<string, string | undefined>, fn: () => void): void {
+  const old = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+  const apply = (v: Record<string, string | undefined>) => {
+    for (const [k, x] of Object.entries(v)) {
+      x === undefined ? Deno.env.delete(k) : Deno.env.set(k, x);
+    }
+  };
+  apply(vars);
+  try {
+    fn();
+  } finally {
+    apply(old);
+  }
+}
+
+Deno.test("library path: default, ASan variant, explicit override", () => {
+  withEnv({ MVIRT_NET_SHIM: undefined, MVIRT_NET_SHIM_PATH: undefined }, () => {
+    assert(libraryPath().endsWith("/build/libmvnet.so"), libraryPath());
+  });
+  withEnv({ MVIRT_NET_SHIM: "asan", MVIRT_NET_SHIM_PATH: undefined }, () => {
+    assert(libraryPath().endsWith("/build/libmvnet-asan.so"), libraryPath());
+  });
+  withEnv({ MVIRT_NET_SHIM_PATH: "/opt/x.so" }, () => assertEquals(libraryPath(), "/opt/x.so"));
+});
+
+Deno.test("errors carry the errno name", () => {
+  assertEquals(errnoName(-22), "EINVAL");
+  assertEquals(check(5, "op"), 5);
+  const e = assertThrows(() => check(-2, "mvn_dev_wake"), ShimError, "mvn_dev_wake failed: ENOENT");
+  assertEquals((e as ShimError).errno, 2);
+  assertEquals(native().mvn_dev_wake(0x7fff_ffff), -2, "unknown handle");
+  assertEquals(
+    native().mvn_dev_create(cString("/tmp/" + "x".repeat(200)), 0n, 1500),
+    -36,
+    "ENAMETOOLONG",
+  );
+});
+
+Deno.test("poll: timeout, wake, inbound eventfd; kick fds must be eventfds", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "mvnet-test-" });
+  const n = native();
+  const t = nativeTest();
+  const h = check(n.mvn_dev_create(cString(`${dir}/p.sock`), 0x525400000001n, 1500), "create");
+  const efd = t.mvn_test_eventfd();
+  const memfd = t.mvn_test_memfd(4096n);
+  try {
+    const t0 = performance.now();
+    assertEquals(n.mvn_dev_poll(h, 30), 0);
+    assert(performance.now() - t0 >= 25, "waited for the timeout");
+    check(n.mvn_dev_wake(h), "wake");
+    assertEquals(n.mvn_dev_poll(h, 1000), PollEvents.WAKE);
+    assertEquals(n.mvn_dev_poll(h, 0), 0, "the wake was consumed");
+    check(n.mvn_dev_set_inbound_fd(h, efd), "inbound");
+    t.mvn_test_eventfd_write(efd);
+    assertEquals(n.mvn_dev_poll(h, 1000), PollEvents.INBOUND);
+    assertEquals(n.mvn_dev_poll(h, 0), 0);
+    check(n.mvn_dev_set_inbound_fd(h, -1), "inbound off");
+    t.mvn_test_eventfd_write(efd);
+    assertEquals(n.mvn_dev_poll(h, 0), 0, "removed inbound fd not watched");
+    // A memfd is not an eventfd: refused, and the fd is closed by the shim.
+    assertEquals(n.mvn_queue_set_fd(h, 0, QueueFd.KICK, memfd), -9);
+    assertEquals(t.mvn_test_close(memfd), -9, "already closed by the shim");
+    assertEquals(n.mvn_queue_set_fd(h, 5, QueueFd.CALL, -1), -22, "queue 5 does not exist");
+  } finally {
+    t.mvn_test_close(efd);
+    n.mvn_dev_destroy(h);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("device table: handles are not reused for a new device", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "mvnet-test-" });
+  const n = native();
+  try {
+    const a = check(n.mvn_dev_create(cString(`${dir}/a.sock`), 1n, 1500), "create");
+    n.mvn_dev_destroy(a);
+    const b = check(n.mvn_dev_create(cString(`${dir}/a.sock`), 1n, 1500), "create");
+    assert(a !== b, "new generation");
+    assertEquals(n.mvn_dev_exists(a), 0);
+    assertEquals(n.mvn_dev_exists(b), 1);
+    assertEquals(n.mvn_dev_destroy(a), -2);
+    n.mvn_dev_destroy(b);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
