@@ -69,11 +69,12 @@ export async function runDataplane(cfg: Config): Promise<number> {
   const path = controlSocketPath(cfg);
   await claimControlSocket(path, log);
   const done = Promise.withResolvers<number>();
-  let api: Channel | null = null;
+  // Held in an object so that type narrowing does not forget the listener task assigns it.
+  const link: { api: Channel | null } = { api: null };
   const fleet = new Fleet({
     log,
     devices: nativeDeviceControl(),
-    onNicStatus: (status: NicStatus) => api?.emit({ type: "NicStateChanged", status }),
+    onNicStatus: (status: NicStatus) => link.api?.emit({ type: "NicStateChanged", status }),
     onEscalate: (reason) => {
       log.error("dataplane supervisor gave up", { reason });
       done.resolve(1);
@@ -89,14 +90,14 @@ export async function runDataplane(cfg: Config): Promise<number> {
           role: "dataplane",
           onRequest: (req) => handle(fleet, req),
           onClose: (reason) => {
-            if (api === ch) {
-              api = null;
+            if (link.api === ch) {
+              link.api = null;
               log.info("api disconnected", { reason });
             }
           },
         });
-        api?.close("replaced by a new api connection");
-        api = ch;
+        link.api?.close("replaced by a new api connection");
+        link.api = ch;
         log.info("api connected", { apiPid: ch.peer.pid });
       } catch (e) {
         log.warn("control connection refused", { error: e as Error });
@@ -119,7 +120,7 @@ export async function runDataplane(cfg: Config): Promise<number> {
   if (Deno.env.get("MVIRT_NET_WATCH_PARENT") !== "0") parentGone().then(stop("parent gone"));
   const code = await done.promise;
   listener.close();
-  api?.close("dataplane stopping");
+  link.api?.close("dataplane stopping");
   await fleet.stop();
   try {
     Deno.removeSync(path);

@@ -20,8 +20,10 @@ import type { DesiredNetwork, DesiredNic, NicCounters, NicStatus } from "../daem
 import { RemoteError } from "../daemon/ipc.ts";
 import type { ActorRef } from "./actor_ref.ts";
 import { DEFAULT_INTENSITY, Supervisor } from "./supervisor.ts";
-import type { NetworkMsg } from "./network.ts";
-import type { NicDeviceControl, VnicArgs, VnicEvent, VnicMsg } from "./vnic.ts";
+import type { NetworkEvent, NetworkMsg } from "./network.ts";
+import type { NicDeviceControl, Peer, Topology, VnicArgs, VnicEvent, VnicMsg } from "./vnic.ts";
+import type { RouteEntry } from "../routing/routes.ts";
+import { FrameRing } from "../routing/ring.ts";
 
 /** What the fleet needs from the process around it. */
 export interface FleetOptions {
@@ -40,6 +42,8 @@ interface NetworkEntry {
   desired: DesiredNetwork;
   sup: Supervisor;
   nics: Map<string, NicEntry>;
+  /** The routes the network actor published last. */
+  routes: RouteEntry[];
 }
 
 interface NicEntry {
@@ -47,7 +51,14 @@ interface NicEntry {
   status: NicStatus;
   /** Native device handle, kept across actor restarts so the new Worker adopts the device. */
   handle: number | null;
+  /** Inbound frame ring, kept across actor restarts so that peers keep their copy. */
+  ring: SharedArrayBuffer;
 }
+
+/** Frames a vNIC's inbound ring holds: four bursts of its peers. */
+const RING_SLOTS = 256;
+/** Room for an Ethernet header (with a VLAN tag) on top of the network's MTU. */
+const RING_FRAME_OVERHEAD = 18;
 
 const NETWORK_ACTOR_ID = "network";
 const NETWORK_MODULE = new URL("./network.ts", import.meta.url);
@@ -176,7 +187,12 @@ export class Fleet {
       }
       return;
     }
-    const entry: NetworkEntry = { desired: n, sup: this.#networkSupervisor(n), nics: new Map() };
+    const entry: NetworkEntry = {
+      desired: n,
+      sup: this.#networkSupervisor(n),
+      nics: new Map(),
+      routes: [],
+    };
     this.#networks.set(n.id, entry);
     await entry.sup.startChild({
       id: NETWORK_ACTOR_ID,
@@ -185,8 +201,34 @@ export class Fleet {
         name: `dataplane/net:${entry.desired.name}`,
         module: NETWORK_MODULE,
         args: { network: entry.desired, nics: [...entry.nics.values()].map((e) => e.desired) },
+        onEvent: (ev) => {
+          const e = ev as NetworkEvent;
+          if (e.type !== "RoutesChanged") return;
+          entry.routes = e.routes;
+          this.#publishTopology(entry);
+        },
       }),
     });
+  }
+
+  /** What every vNIC actor of a network routes from: the routes and where each peer is. */
+  #topology(net: NetworkEntry): Topology {
+    const peers: Peer[] = [...net.nics.values()].map((e) => ({
+      id: e.desired.id,
+      mac: e.desired.mac,
+      ipv6: e.desired.ipv6,
+      handle: e.handle,
+      ring: e.ring,
+    }));
+    return { routes: net.routes, peers };
+  }
+
+  /** Sends each vNIC actor of the network its own copy of the topology (shared-nothing). */
+  #publishTopology(net: NetworkEntry): void {
+    const topology = this.#topology(net);
+    for (const e of net.nics.values()) {
+      net.sup.ref<VnicMsg>(vnicChildId(e.desired.id))?.cast({ type: "TopologyChanged", topology });
+    }
   }
 
   #networkSupervisor(n: DesiredNetwork): Supervisor {
@@ -233,6 +275,7 @@ export class Fleet {
       desired: nic,
       status: { id: nic.id, state: "CREATED" },
       handle: null,
+      ring: FrameRing.allocate(RING_SLOTS, net.desired.mtu + RING_FRAME_OVERHEAD),
     };
     net.nics.set(nic.id, entry);
     try {
@@ -246,11 +289,13 @@ export class Fleet {
             nic: entry.desired,
             network: net.desired,
             adoptHandle: entry.handle,
+            topology: this.#topology(net),
+            ring: entry.ring,
           } satisfies VnicArgs,
           wake: () => {
             if (entry.handle !== null) this.#opts.devices.wake(entry.handle);
           },
-          onEvent: (ev) => this.#onVnicEvent(entry, ev as VnicEvent),
+          onEvent: (ev) => this.#onVnicEvent(net, entry, ev as VnicEvent),
         }),
       });
     } catch (e) {
@@ -261,13 +306,16 @@ export class Fleet {
     return entry.status;
   }
 
-  #onVnicEvent(entry: NicEntry, ev: VnicEvent): void {
+  #onVnicEvent(net: NetworkEntry, entry: NicEntry, ev: VnicEvent): void {
     switch (ev.type) {
       case "DeviceOpened":
+        if (entry.handle === ev.handle) return;
         entry.handle = ev.handle;
+        this.#publishTopology(net);
         return;
       case "DeviceClosed":
         entry.handle = null;
+        this.#publishTopology(net);
         return;
       case "StateChanged": {
         const s = ev.status;

@@ -5,7 +5,8 @@
  */
 
 import type { DesiredNetwork, DesiredNic } from "../daemon/protocol.ts";
-import { runActor } from "./worker_runtime.ts";
+import { computeRoutes, type RouteEntry } from "../routing/routes.ts";
+import { type ActorContext, runActor } from "./worker_runtime.ts";
 
 /** Messages the network actor accepts. */
 export type NetworkMsg =
@@ -14,6 +15,9 @@ export type NetworkMsg =
   | { type: "NicLeft"; id: string }
   | { type: "GetMembers" }
   | { type: "InjectFault"; reason: string };
+
+/** What the network actor reports: the routes of the network after every change. */
+export type NetworkEvent = { type: "RoutesChanged"; routes: RouteEntry[] };
 
 /** Arguments of the network actor's start. */
 export interface NetworkArgs {
@@ -47,14 +51,25 @@ function member(nic: DesiredNic): Member {
   };
 }
 
+/** Recomputes the routes and publishes them; conflicts are logged, never fatal. */
+function publishRoutes(state: NetworkState, ctx: ActorContext): void {
+  const { routes, conflicts } = computeRoutes([...state.members.values()]);
+  for (const c of conflicts) {
+    ctx.log.warn("prefix claimed by two vNICs; the first keeps it", { ...c });
+  }
+  ctx.emit({ type: "RoutesChanged", routes } satisfies NetworkEvent);
+}
+
 if (import.meta.main) {
   runActor<NetworkMsg, NetworkState, NetworkArgs>({
     init(args, ctx) {
       ctx.log.debug("network actor started", { nics: args.nics.length });
-      return {
+      const state = {
         network: args.network,
         members: new Map(args.nics.map((n) => [n.id, member(n)])),
       };
+      publishRoutes(state, ctx);
+      return state;
     },
     handle(state, msg, ctx) {
       switch (msg.type) {
@@ -63,9 +78,11 @@ if (import.meta.main) {
           return;
         case "NicJoined":
           state.members.set(msg.nic.id, member(msg.nic));
+          publishRoutes(state, ctx);
           return;
         case "NicLeft":
           state.members.delete(msg.id);
+          publishRoutes(state, ctx);
           return;
         case "GetMembers":
           return [...state.members.values()];

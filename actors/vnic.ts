@@ -1,0 +1,450 @@
+/**
+ * The vNIC actor: one Worker per vNIC, owning one vhost-user virtio-net device.
+ *
+ * The Worker runs a loop that blocks in one native call (epoll over the device's socket, kick
+ * eventfds and wake eventfd), services vhost-user messages, and moves frames in bursts. The
+ * mailbox is read between iterations: whoever posts a message also writes the device's wake
+ * eventfd, so a blocked loop returns at once.
+ *
+ * The device (connection, memory mappings, ring state) lives in native memory owned by the
+ * process, not by this Worker: a restarted actor adopts it by handle and the guest does not
+ * notice.
+ * @module
+ */
+
+import type { DesiredNetwork, DesiredNic, NicCounters, NicStatus } from "../daemon/protocol.ts";
+import type { ActorContext } from "./worker_runtime.ts";
+import { runActor } from "./worker_runtime.ts";
+import { faultInjection } from "./network.ts";
+import { buildTable, type RouteEntry } from "../routing/routes.ts";
+import { forward, type ForwardContext, type NicRoute, RateLimiter } from "../routing/forward.ts";
+import type { RouteTable } from "../routing/table.ts";
+import { FrameRing } from "../routing/ring.ts";
+import {
+  buildPeriodicRa,
+  DEFAULT_DHCPV4_LEASE_SECS,
+  DEFAULT_DHCPV6_PREFERRED_SECS,
+  DEFAULT_DHCPV6_VALID_SECS,
+  DEFAULT_RA_INTERVALS,
+  DropCounters,
+  handleGuestFrame,
+  nextRaTime,
+  type VnicContext,
+} from "../services/mod.ts";
+import { GATEWAY_MAC } from "../services/context.ts";
+import {
+  type Cidr,
+  formatIpv6,
+  IPV4_UNSPECIFIED,
+  type Ipv4Addr,
+  IPV6_UNSPECIFIED,
+  type Ipv6Addr,
+  parseCidr,
+  parseIpv4,
+  parseIpv6,
+  parseMac,
+} from "../wire/addr.ts";
+import { WireError } from "../wire/error.ts";
+import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../wire/ethernet.ts";
+import {
+  DeviceEvents,
+  type DeviceTransition,
+  FrameBatch,
+  VhostNetDevice,
+} from "../vhost/device.ts";
+
+/** Another vNIC of the same network, as this one routes to it. */
+export interface Peer {
+  id: string;
+  mac: string;
+  /** Its IPv6 address ("" if none): the gateway answers neighbor solicitations for it. */
+  ipv6: string;
+  /** Its native device, or null while it has none (not started, or restarting). */
+  handle: number | null;
+  /** Its inbound frame ring ({@link FrameRing}): where routed frames for it go. */
+  ring: SharedArrayBuffer;
+}
+
+/** The network as a vNIC actor routes it: published by the network actor, relayed by the fleet. */
+export interface Topology {
+  routes: RouteEntry[];
+  peers: Peer[];
+}
+
+/** Messages the vNIC actor accepts. */
+export type VnicMsg =
+  | { type: "NicChanged"; nic: DesiredNic }
+  | { type: "TopologyChanged"; topology: Topology }
+  | { type: "NetworkChanged"; network: DesiredNetwork }
+  | { type: "GetCounters" }
+  | { type: "InjectFault"; reason: string };
+
+/** Arguments of the vNIC actor's start. */
+export interface VnicArgs {
+  nic: DesiredNic;
+  network: DesiredNetwork;
+  /** The native device of a previous incarnation of this actor, to adopt. */
+  adoptHandle: number | null;
+  topology: Topology;
+  /** This vNIC's inbound ring, owned by the fleet so that it outlives a restart of the actor. */
+  ring: SharedArrayBuffer;
+}
+
+/** What the vNIC actor reports to its supervisor. */
+export type VnicEvent =
+  | { type: "DeviceOpened"; handle: number }
+  | { type: "DeviceClosed" }
+  | { type: "StateChanged"; status: NicStatus };
+
+/** Native device operations the supervising thread needs (any thread may call them). */
+export interface NicDeviceControl {
+  /** Makes a device's poll return, so its Worker reads its mailbox. */
+  wake(handle: number): void;
+  /** Closes a device whose actor is gone (removes its socket). */
+  close(handle: number): void;
+}
+
+/** The native implementation of {@link NicDeviceControl}. */
+export function nativeDeviceControl(): NicDeviceControl {
+  return {
+    wake: (handle) => VhostNetDevice.wake(handle),
+    close: (handle) => VhostNetDevice.closeHandle(handle),
+  };
+}
+
+/** Longest a loop iteration blocks without events: bounds the latency of timers. */
+const POLL_TIMEOUT_MS = 100;
+/** Frames moved per burst. */
+const BURST = 64;
+/** ICMP errors a vNIC may provoke: 100 per second, bursts of 20. */
+const ICMP_ERROR_RATE = 100;
+const ICMP_ERROR_BURST = 20;
+
+/** A route's target as this vNIC sees it: the peer's MAC, device and ring. */
+interface PeerRoute extends NicRoute {
+  handle: number | null;
+  ring: FrameRing;
+}
+
+interface VnicState {
+  nic: DesiredNic;
+  network: DesiredNetwork;
+  device: VhostNetDevice;
+  status: NicStatus;
+  loop: Promise<void>;
+  stop: boolean;
+  ring: FrameRing;
+  services: VnicContext;
+  forward: ForwardContext;
+  drops: DropCounters;
+  /** Drops of the router and the rings, by reason. */
+  routeDrops: Record<string, number>;
+  raSent: number;
+  raDue: number;
+  topology: Topology;
+}
+
+function report(state: VnicState, ctx: ActorContext, status: NicStatus): void {
+  if (status.state === state.status.state && status.reason === state.status.reason) return;
+  state.status = status;
+  ctx.log.info("vNIC state", { state: status.state, reason: status.reason ?? "" });
+  ctx.emit({ type: "StateChanged", status } satisfies VnicEvent);
+}
+
+function applyTransition(state: VnicState, ctx: ActorContext, t: DeviceTransition): void {
+  const id = state.nic.id;
+  switch (t.kind) {
+    case "driver_ok":
+      report(state, ctx, { id, state: "ACTIVE" });
+      // A guest whose driver just came up gets its first RAs quickly.
+      state.raSent = 0;
+      state.raDue = Date.now();
+      return;
+    case "connected":
+      ctx.log.info("VMM connected");
+      return;
+    case "reset":
+    case "disconnected":
+      report(state, ctx, { id, state: "CREATED", reason: t.reason });
+      return;
+    case "error":
+      report(state, ctx, { id, state: "ERROR", reason: t.reason });
+      return;
+  }
+}
+
+function must<T>(v: T | WireError, what: string): T {
+  if (v instanceof WireError) throw new Error(`${what}: ${v}`);
+  return v;
+}
+
+function addr4(text: string): Ipv4Addr | null {
+  return text ? must(parseIpv4(text), "IPv4 address") : null;
+}
+
+function addr6(text: string): Ipv6Addr | null {
+  return text ? must(parseIpv6(text), "IPv6 address") : null;
+}
+
+/** Splits server lists by family: the API keeps one list per kind of server. */
+function byFamily(servers: string[]): { v4: Ipv4Addr[]; v6: Ipv6Addr[] } {
+  const v4: Ipv4Addr[] = [];
+  const v6: Ipv6Addr[] = [];
+  for (const s of servers) {
+    const a = s.includes(":") ? parseIpv6(s) : parseIpv4(s);
+    if (a instanceof WireError) continue;
+    (a.length === 4 ? v4 : v6).push(a);
+  }
+  return { v4, v6 };
+}
+
+/** The guest services' view of this vNIC, rebuilt whenever the vNIC, network or peers change. */
+function servicesContext(nic: DesiredNic, net: DesiredNetwork, topology: Topology): VnicContext {
+  const dns = byFamily(net.dnsServers);
+  const ntp = byFamily(net.ntpServers);
+  const zero4: Cidr = { addr: IPV4_UNSPECIFIED, prefixLen: 32 };
+  const zero6: Cidr = { addr: IPV6_UNSPECIFIED, prefixLen: 128 };
+  return {
+    mac: must(parseMac(nic.mac), "MAC"),
+    ipv4: addr4(nic.ipv4) ?? IPV4_UNSPECIFIED,
+    ipv6: addr6(nic.ipv6) ?? IPV6_UNSPECIFIED,
+    ipv4Subnet: net.ipv4Subnet ? must(parseCidr(net.ipv4Subnet, 4), "subnet") : zero4,
+    ipv6Prefix: net.ipv6Prefix ? must(parseCidr(net.ipv6Prefix, 6), "prefix") : zero6,
+    dnsServers4: dns.v4,
+    dnsServers6: dns.v6,
+    ntpServers4: ntp.v4,
+    ntpServers6: ntp.v6,
+    isPublic: net.isPublic,
+    mtu: net.mtu,
+    dhcpv4LeaseSecs: DEFAULT_DHCPV4_LEASE_SECS,
+    dhcpv6PreferredSecs: DEFAULT_DHCPV6_PREFERRED_SECS,
+    dhcpv6ValidSecs: DEFAULT_DHCPV6_VALID_SECS,
+    peerIpv6: new Set(
+      topology.peers.filter((p) => p.id !== nic.id && p.ipv6).map((p) =>
+        formatIpv6(addr6(p.ipv6)!)
+      ),
+    ),
+    gatewayMac: GATEWAY_MAC,
+  };
+}
+
+function routeTable(topology: Topology): RouteTable<PeerRoute> {
+  const peers = new Map<string, PeerRoute>();
+  for (const p of topology.peers) {
+    peers.set(p.id, {
+      id: p.id,
+      mac: must(parseMac(p.mac), "peer MAC"),
+      handle: p.handle,
+      ring: new FrameRing(p.ring),
+    });
+  }
+  return buildTable(topology.routes, (id) => peers.get(id));
+}
+
+function routed(nic: DesiredNic): Cidr[] {
+  const out: Cidr[] = [];
+  for (const p of nic.routedIpv4Prefixes) {
+    const c = parseCidr(p, 4);
+    if (!(c instanceof WireError)) out.push(c);
+  }
+  for (const p of nic.routedIpv6Prefixes) {
+    const c = parseCidr(p, 6);
+    if (!(c instanceof WireError)) out.push(c);
+  }
+  return out;
+}
+
+function forwardContext(
+  nic: DesiredNic,
+  net: DesiredNetwork,
+  topology: Topology,
+  limiter: RateLimiter,
+): ForwardContext {
+  return {
+    nic: {
+      id: nic.id,
+      mac: must(parseMac(nic.mac), "MAC"),
+      ipv4: addr4(nic.ipv4),
+      ipv6: addr6(nic.ipv6),
+      routed: routed(nic),
+    },
+    gatewayMac: GATEWAY_MAC,
+    isPublic: net.isPublic,
+    mtu: net.mtu,
+    routes: routeTable(topology),
+    icmpErrors: limiter,
+    nowMs: 0,
+  };
+}
+
+function bump(counts: Record<string, number>, reason: string): void {
+  counts[reason] = (counts[reason] ?? 0) + 1;
+}
+
+/** True when the frame is of a family the network does not have: nothing may answer it. */
+function familyDisabled(state: VnicState, frame: Uint8Array): boolean {
+  if (frame.length < 14) return false;
+  const type = (frame[12] << 8) | frame[13];
+  if (type === ETHERTYPE_IPV4 || type === ETHERTYPE_ARP) return !state.nic.ipv4;
+  if (type === ETHERTYPE_IPV6) return !state.nic.ipv6;
+  return false;
+}
+
+/** Handles one burst of frames the guest sent. */
+function handleTx(
+  state: VnicState,
+  batch: FrameBatch,
+  replies: FrameBatch,
+  wake: Set<number>,
+): void {
+  state.forward.nowMs = performance.now();
+  for (let i = 0; i < batch.count; i++) {
+    const frame = batch.frame(i);
+    if (familyDisabled(state, frame)) {
+      bump(state.routeDrops, "family_disabled");
+      continue;
+    }
+    const v = handleGuestFrame(state.services, frame, state.drops);
+    if (v.kind === "reply") {
+      for (const f of v.frames) if (!replies.push(f)) bump(state.routeDrops, "reply_overflow");
+      continue;
+    }
+    if (v.kind === "drop") continue;
+    const r = forward(state.forward, frame);
+    switch (r.kind) {
+      case "deliver": {
+        const to = r.to as PeerRoute;
+        if (to.id === state.nic.id) {
+          if (!replies.push(frame)) bump(state.routeDrops, "reply_overflow");
+        } else if (to.handle === null) {
+          bump(state.routeDrops, "peer_down");
+        } else if (!to.ring.push(frame)) {
+          bump(state.routeDrops, "peer_ring_full");
+        } else {
+          wake.add(to.handle);
+        }
+        break;
+      }
+      case "tun":
+        bump(state.routeDrops, "tun_unavailable");
+        break;
+      case "drop":
+        bump(state.routeDrops, r.reason);
+        if (r.reply && !replies.push(r.reply)) bump(state.routeDrops, "reply_overflow");
+        break;
+    }
+  }
+}
+
+/** Yields to the event loop so that posted messages and timers run. */
+function macrotask(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
+
+async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
+  const dev = state.device;
+  const tx = dev.frameBuffer(BURST);
+  const out = dev.frameBuffer(BURST * 2);
+  const wake = new Set<number>();
+  const toGuest = (f: Uint8Array) => {
+    if (!out.push(f)) bump(state.routeDrops, "inbound_overflow");
+  };
+  while (!state.stop && !ctx.stopping) {
+    const ready = dev.poll(POLL_TIMEOUT_MS);
+    if (ready & DeviceEvents.CONTROL) {
+      for (const t of dev.service()) applyTransition(state, ctx, t);
+    }
+    out.clear();
+    if (ready & DeviceEvents.TX) {
+      tx.clear();
+      dev.receiveBurst(tx);
+      handleTx(state, tx, out, wake);
+      for (const h of wake) VhostNetDevice.wake(h);
+      wake.clear();
+    }
+    state.ring.drain(BURST, toGuest);
+    if (state.nic.ipv6 && dev.driverReady && Date.now() >= state.raDue) {
+      const ra = buildPeriodicRa(state.services);
+      if (!(ra instanceof WireError)) toGuest(ra);
+      state.raSent++;
+      state.raDue = nextRaTime(Date.now(), state.raSent, DEFAULT_RA_INTERVALS, Math.random());
+    }
+    if (out.count > 0) dev.sendBurst(out);
+    await macrotask();
+  }
+}
+
+/** Rebuilds what derives from the vNIC, its network and its peers. */
+function refresh(state: VnicState, topology: Topology): void {
+  state.services = servicesContext(state.nic, state.network, topology);
+  state.forward = forwardContext(state.nic, state.network, topology, state.forward.icmpErrors);
+  state.topology = topology;
+}
+
+if (import.meta.main) {
+  runActor<VnicMsg, VnicState, VnicArgs>({
+    init(args, ctx) {
+      const device = args.adoptHandle !== null
+        ? VhostNetDevice.adopt(args.adoptHandle)
+        : VhostNetDevice.create({
+          socketPath: args.nic.socketPath,
+          mac: args.nic.mac,
+          mtu: args.network.mtu,
+        });
+      ctx.emit({ type: "DeviceOpened", handle: device.handle } satisfies VnicEvent);
+      const limiter = new RateLimiter(ICMP_ERROR_RATE, ICMP_ERROR_BURST);
+      const state: VnicState = {
+        nic: args.nic,
+        network: args.network,
+        device,
+        status: { id: args.nic.id, state: device.driverReady ? "ACTIVE" : "CREATED" },
+        loop: Promise.resolve(),
+        stop: false,
+        ring: new FrameRing(args.ring),
+        services: servicesContext(args.nic, args.network, args.topology),
+        forward: forwardContext(args.nic, args.network, args.topology, limiter),
+        drops: new DropCounters(),
+        routeDrops: {},
+        raSent: 0,
+        raDue: Date.now(),
+        topology: args.topology,
+      };
+      if (args.adoptHandle !== null) ctx.log.info("adopted live device", { handle: device.handle });
+      state.loop = runLoop(state, ctx);
+      return state;
+    },
+    handle(state, msg, ctx) {
+      switch (msg.type) {
+        case "NicChanged":
+          state.nic = msg.nic;
+          refresh(state, state.topology);
+          return;
+        case "NetworkChanged":
+          state.network = msg.network;
+          refresh(state, state.topology);
+          return;
+        case "TopologyChanged":
+          refresh(state, msg.topology);
+          return;
+        case "GetCounters": {
+          const counters: NicCounters = { ...state.device.counters() };
+          for (const [k, v] of Object.entries(state.drops.counts)) {
+            if (v) counters[`service_drop_${k}`] = v;
+          }
+          for (const [k, v] of Object.entries(state.routeDrops)) counters[`route_drop_${k}`] = v;
+          return counters;
+        }
+        case "InjectFault":
+          faultInjection(ctx.name, msg.reason);
+          return;
+      }
+    },
+    async terminate(state, ctx) {
+      state.stop = true;
+      state.device.wake();
+      await state.loop;
+      state.device.close();
+      ctx.emit({ type: "DeviceClosed" } satisfies VnicEvent);
+    },
+  });
+}
