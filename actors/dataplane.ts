@@ -18,10 +18,36 @@ import { nativeDeviceControl } from "./vnic.ts";
 
 const startedAt = performance.now();
 
-async function handle(fleet: Fleet, req: Request): Promise<Response> {
+/**
+ * Removes socket files in the socket directory that no wanted vNIC owns: left by a crash, or
+ * by a vNIC deleted while the dataplane was down. A VMM must never attach to a dead socket.
+ */
+function sweepSockets(dir: string, wanted: Set<string>, log: Logger): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const path = `${dir}/${e.name}`;
+    if (!e.name.endsWith(".sock") || wanted.has(path)) continue;
+    try {
+      Deno.removeSync(path);
+      log.info("removed stale vNIC socket", { path });
+    } catch (err) {
+      log.warn("cannot remove stale vNIC socket", { path, error: err as Error });
+    }
+  }
+}
+
+async function handle(fleet: Fleet, cfg: Config, log: Logger, req: Request): Promise<Response> {
   switch (req.type) {
-    case "SyncState":
-      return { type: "StateSynced", nics: await fleet.sync(req.networks, req.nics) };
+    case "SyncState": {
+      const nics = await fleet.sync(req.networks, req.nics);
+      sweepSockets(cfg.socketDir, new Set(req.nics.map((n) => n.socketPath)), log);
+      return { type: "StateSynced", nics };
+    }
     case "UpsertNetwork":
       await fleet.upsertNetwork(req.network);
       return { type: "Done" };
@@ -88,7 +114,7 @@ export async function runDataplane(cfg: Config): Promise<number> {
       try {
         const ch = await Channel.open(conn, {
           role: "dataplane",
-          onRequest: (req) => handle(fleet, req),
+          onRequest: (req) => handle(fleet, cfg, log, req),
           onClose: (reason) => {
             if (link.api === ch) {
               link.api = null;

@@ -336,9 +336,31 @@ function handleTx(
   }
 }
 
-/** Yields to the event loop so that posted messages and timers run. */
+/**
+ * Yields to the event loop so that posted messages and timers run. A MessageChannel message is
+ * a macrotask without the 4 ms clamp of nested `setTimeout(0)`, but a stream of them starves
+ * the Worker's mailbox; so at least every {@link MAILBOX_YIELD_MS} the loop yields through a
+ * timer, which is not clamped either because the port tasks break the timer nesting.
+ */
+const MAILBOX_YIELD_MS = 2;
+const yieldChannel = new MessageChannel();
+let yieldWaiter: (() => void) | null = null;
+let lastTimerYield = 0;
+yieldChannel.port1.onmessage = () => {
+  const w = yieldWaiter;
+  yieldWaiter = null;
+  w?.();
+};
 function macrotask(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 0));
+  const now = performance.now();
+  if (now - lastTimerYield >= MAILBOX_YIELD_MS) {
+    lastTimerYield = now;
+    return new Promise((r) => setTimeout(r, 0));
+  }
+  return new Promise((r) => {
+    yieldWaiter = r;
+    yieldChannel.port2.postMessage(null);
+  });
 }
 
 async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {

@@ -30,6 +30,9 @@ export function childSpecs(cfg: Config): ProcessSpec[] {
       args: [
         ...common,
         "--allow-ffi",
+        // Deno 2.9 asks for net permission to connect to a Unix socket: the dataplane probes
+        // its control socket for a live twin before taking it over.
+        "--allow-net",
         "--allow-read",
         `--allow-write=${[cfg.dataDir, cfg.socketDir].join(",")}`,
         "--allow-env",

@@ -314,9 +314,12 @@ static void publish_used(struct mvn_vring *vr, const struct mvn_vring_env *env, 
 /* With EVENT_IDX, asks the guest to kick for the first buffer after what we consumed. */
 static void set_avail_event(struct mvn_vring *vr, const struct mvn_vring_env *env)
 {
+	/* Sequentially consistent (a full barrier on x86): the next read of avail->idx must not
+	 * pass this store, or a guest adding a buffer meanwhile reads the old avail_event, does
+	 * not kick, and the ring sits idle until a timeout. */
 	if (has(env->features, MVN_F_EVENT_IDX))
 		__atomic_store_n((uint16_t *)(void *)(vr->used + 4 + 8 * (size_t)vr->num),
-				 vr->last_avail, __ATOMIC_RELAXED);
+				 vr->last_avail, __ATOMIC_SEQ_CST);
 }
 
 /* Reads avail->idx; a jump by more than num means a broken ring (counted once per episode),

@@ -13,7 +13,7 @@ runtime_pkgs=(gcc libc6-dev iproute2)
 # isc-dhcp-client: the second DHCP client in guests; tcpdump: fixture captures.
 test_pkgs=(qemu-system-x86 busybox-static linux-image-amd64 dpdk dpdk-dev clang
   libclang-rt-14-dev llvm python3-grpcio python3-grpc-tools isc-dhcp-client iperf3
-  tcpdump kmod cpio xz-utils zstd)
+  tcpdump kmod cpio xz-utils zstd dash debianutils util-linux coreutils pkg-config nodejs)
 
 pkgs=("${runtime_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")

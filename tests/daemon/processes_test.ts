@@ -79,3 +79,18 @@ Deno.test("bad flags are refused with a message that names them", async () => {
     'mvirt-net: unknown flag "--listne" (see --help)',
   );
 });
+
+Deno.test("a socket no vNIC owns (left by a crash) is removed when the dataplane syncs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mvirt-net-sockets-" });
+  try {
+    const stale = `${dir}/0b7c7d6e-dead-4bad-8bad-000000000000.sock`;
+    // Deno unlinks a socket it closes; a file of the same name is what a crash leaves.
+    Deno.writeTextFileSync(stale, "");
+    Deno.writeTextFileSync(`${dir}/keep.txt`, "not a socket of ours");
+    await using d = await startDaemon({ socketDir: dir });
+    await d.waitForLog(/removed stale vNIC socket/);
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["keep.txt"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

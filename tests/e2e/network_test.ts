@@ -1,0 +1,109 @@
+/**
+ * End to end: the real daemon, real QEMU guests with real DHCP clients on its vNIC sockets.
+ * Three guests in one private network get their addresses by DHCP, install the routes of the
+ * design, reach the gateway and each other over IPv4 and IPv6, and move a file over TCP.
+ */
+
+import { assert, assertEquals } from "../assert.ts";
+import { startDaemon } from "../helpers/daemon.ts";
+import { bootGuests, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { connect, serving } from "../api/helpers.ts";
+
+const hasQemu = qemuAvailable();
+
+async function ok(g: Guest, cmd: string, timeoutMs = 30_000): Promise<string> {
+  const r = await g.run(cmd, { timeoutMs });
+  if (r.code !== 0) throw new Error(`${g.name}: \`${cmd}\` exited ${r.code}:\n${r.output}`);
+  return r.output;
+}
+
+Deno.test({
+  name:
+    "three guests get DHCPv4/DHCPv6 leases, reach the gateway and each other, and move a file over TCP",
+  ignore: !hasQemu,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using d = await startDaemon();
+    await serving(d.grpcTarget, d.log);
+    const api = connect(d.grpcTarget);
+    try {
+      const net = await api.call("CreateNetwork", {
+        name: "e2e",
+        ipv4_enabled: true,
+        ipv4_subnet: "10.60.0.0/24",
+        ipv6_enabled: true,
+        ipv6_prefix: "fd00:60::/64",
+        dns_servers: ["10.60.0.53", "fd00:60::53"],
+      });
+      const nics = [];
+      for (const name of ["g1", "g2", "g3"]) {
+        nics.push(await api.call("CreateNic", { network_id: net.id, name }));
+      }
+      const guests = await bootGuests(
+        nics.map((n) => ({
+          name: `e2e-${n.name}`,
+          nics: [{ socketPath: n.socket_path, mac: n.mac_address }],
+        })),
+      );
+      try {
+        const [a, b, c] = guests;
+        // Two independent DHCPv4 clients: busybox udhcpc on two guests, ISC dhclient on one.
+        await Promise.all([
+          ok(a, "mv-dhcp udhcpc eth0", 60_000),
+          ok(b, "mv-dhcp udhcpc eth0", 60_000),
+          ok(c, "mv-dhcp dhclient eth0", 60_000),
+        ]);
+        for (const [g, n] of [[a, nics[0]], [b, nics[1]], [c, nics[2]]] as const) {
+          const addr = await ok(g, "ip -4 -o addr show dev eth0");
+          assert(
+            addr.includes(`${n.ipv4_address}/32`),
+            `${g.name} holds ${n.ipv4_address}/32:\n${addr}`,
+          );
+          const routes = await ok(g, "ip -4 route show");
+          assert(/169\.254\.0\.1 dev eth0/.test(routes), `on-link gateway route:\n${routes}`);
+          assert(
+            /10\.60\.0\.0\/24 via 169\.254\.0\.1/.test(routes),
+            `subnet via gateway:\n${routes}`,
+          );
+          assert(!/^default/m.test(routes), `no default route on a private network:\n${routes}`);
+          assert((await ok(g, "cat /etc/resolv.conf")).includes("10.60.0.53"), "DNS arrived");
+          await ok(g, "ping -c 2 -W 5 169.254.0.1");
+        }
+        await ok(a, `ping -c 3 -W 5 ${nics[1].ipv4_address}`);
+        await ok(b, `ping -c 3 -W 5 ${nics[2].ipv4_address}`);
+        await ok(c, `ping -c 3 -W 5 ${nics[0].ipv4_address}`);
+
+        // IPv6: RA from fe80::1 and a DHCPv6 /128 (dhclient -6; Debian's busybox has no udhcpc6).
+        await Promise.all(guests.map((g) => ok(g, "mv-dhcp dhclient6 eth0", 60_000)));
+        for (const [g, n] of [[a, nics[0]], [b, nics[1]], [c, nics[2]]] as const) {
+          const addr = await ok(g, "ip -6 -o addr show dev eth0 scope global");
+          assert(addr.includes(n.ipv6_address), `${g.name} holds ${n.ipv6_address}:\n${addr}`);
+          await ok(g, "ping -6 -c 2 -W 5 fe80::1%eth0");
+        }
+        await ok(a, `ping -6 -c 3 -W 5 ${nics[1].ipv6_address}`);
+        await ok(c, `ping -6 -c 3 -W 5 ${nics[0].ipv6_address}`);
+
+        // TCP: a sends a random file to b with iperf3 (-F); b writes what it received.
+        await ok(b, "iperf3 -s -D -1 -F /tmp/got && sleep 0.5");
+        await ok(a, "head -c 1048576 /dev/urandom > /tmp/blob");
+        await ok(a, `iperf3 -c ${nics[1].ipv4_address} -F /tmp/blob -n 1048576`, 90_000);
+        const want = (await ok(a, "md5sum /tmp/blob | cut -d' ' -f1")).trim();
+        await ok(
+          b,
+          "i=0; while [ $i -lt 50 ] && [ $(wc -c < /tmp/got) -lt 1048576 ]; do i=$((i+1)); sleep 0.1; done",
+        );
+        assertEquals((await ok(b, "wc -c < /tmp/got")).trim(), "1048576", "all bytes arrived");
+        const got = (await ok(b, "md5sum /tmp/got | cut -d' ' -f1")).trim();
+        assertEquals(got, want, "the file arrived intact");
+
+        const state = await api.call("GetNic", { id: nics[0].id });
+        assertEquals(state.state, "NIC_STATE_ACTIVE");
+      } finally {
+        await Promise.all(guests.map((g) => g.close()));
+      }
+    } finally {
+      api.close();
+    }
+  },
+});
