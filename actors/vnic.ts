@@ -49,7 +49,7 @@ import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../wire/ethernet.
 import {
   DeviceEvents,
   type DeviceTransition,
-  FrameBatch,
+  type FrameBatch,
   VhostNetDevice,
 } from "../vhost/device.ts";
 

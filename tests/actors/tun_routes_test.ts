@@ -68,11 +68,10 @@ Deno.test({
 
 Deno.test("the kernel is asked with the device name and our protocol", async () => {
   const calls: string[] = [];
-  const routes = new KernelRoutes("tun9", async (cmd, args) => {
+  const routes = new KernelRoutes("tun9", (cmd, args) => {
     calls.push([cmd, ...args].join(" "));
-    return args.includes("-4")
-      ? JSON.stringify([{ dst: "10.3.0.0/24", protocol: ROUTE_PROTO }])
-      : "[]";
+    const rows = args.includes("-4") ? [{ dst: "10.3.0.0/24", protocol: ROUTE_PROTO }] : [];
+    return Promise.resolve(JSON.stringify(rows));
   });
   const plan = await routes.reconcile(["10.4.0.0/24"]);
   assertEquals(plan, { add: ["10.4.0.0/24"], remove: ["10.3.0.0/24"] });
