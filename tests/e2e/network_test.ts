@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { startDaemon } from "../helpers/daemon.ts";
+import { startDaemon, until } from "../helpers/daemon.ts";
 import { bootGuests, type Guest, qemuAvailable } from "../helpers/guest.ts";
 import { connect, serving } from "../api/helpers.ts";
 
@@ -110,6 +110,59 @@ Deno.test({
         assertEquals(state.state, "NIC_STATE_ACTIVE");
       } finally {
         await Promise.all(guests.map((g) => g.close()));
+      }
+    } finally {
+      api.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a public network gives a default route and a router lifetime; DNS changes reach the guest on renew",
+  ignore: !hasQemu,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using d = await startDaemon();
+    await serving(d.grpcTarget, d.log);
+    const api = connect(d.grpcTarget);
+    try {
+      const net = await api.call("CreateNetwork", {
+        name: "pub",
+        ipv4_enabled: true,
+        ipv4_subnet: "10.62.0.0/24",
+        ipv6_enabled: true,
+        ipv6_prefix: "fd00:62::/64",
+        dns_servers: ["10.62.0.53"],
+        is_public: true,
+      });
+      const nic = await api.call("CreateNic", { network_id: net.id, name: "p1" });
+      const [g] = await bootGuests([
+        { name: "e2e-pub", nics: [{ socketPath: nic.socket_path, mac: nic.mac_address }] },
+      ]);
+      try {
+        await ok(g, "mv-dhcp udhcpc eth0", 60_000);
+        const routes = await ok(g, "ip -4 route show");
+        assert(/^default via 169\.254\.0\.1 dev eth0/m.test(routes), `default route:\n${routes}`);
+        // The kernel learns fe80::1 as a default router from the periodic/solicited RA.
+        const v6 = await until(
+          async () => {
+            const r = await g.run("ip -6 route show default", { timeoutMs: 5_000 });
+            return r.output.includes("via fe80::1") ? r.output : null;
+          },
+          30_000,
+          "an IPv6 default route via fe80::1",
+        );
+        assert(/proto ra/.test(v6), `learnt from an RA:\n${v6}`);
+        assert((await ok(g, "cat /etc/resolv.conf")).includes("10.62.0.53"));
+
+        await api.call("UpdateNetwork", { id: net.id, dns_servers: ["10.62.0.99"] });
+        await ok(g, "mv-dhcp udhcpc eth0", 60_000);
+        const resolv = await ok(g, "cat /etc/resolv.conf");
+        assert(resolv.includes("10.62.0.99") && !resolv.includes("10.62.0.53"), resolv);
+      } finally {
+        await g.close();
       }
     } finally {
       api.close();
