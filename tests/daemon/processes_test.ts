@@ -5,6 +5,7 @@
 
 import { assert, assertEquals, assertNotEquals } from "../assert.ts";
 import { alive, startDaemon, until } from "../helpers/daemon.ts";
+import { connect, serving } from "../api/helpers.ts";
 
 function count(text: string, needle: string): number {
   return text.split(needle).length - 1;
@@ -40,12 +41,25 @@ Deno.test("killing the dataplane makes the root restart it and the api re-push t
   await d.waitForLog(new RegExp(`dataplane connected and synced dataplanePid=${dp}\\b`), 5_000);
 });
 
-Deno.test("SIGTERM stops every process, removes the sockets and exits 0", async () => {
+Deno.test("SIGTERM with live vNICs stops every process, removes the sockets and exits 0", async () => {
   await using d = await startDaemon();
   const pids = d.pids();
-  await d.waitForLog(/dataplane connected and synced/);
+  await serving(d.grpcTarget, d.log);
+  const api = connect(d.grpcTarget);
+  const net = await api.call("CreateNetwork", {
+    name: "term",
+    ipv4_enabled: true,
+    ipv4_subnet: "10.80.0.0/24",
+  });
+  for (const name of ["a", "b"]) await api.call("CreateNic", { network_id: net.id, name });
+  api.close();
+  assertEquals([...Deno.readDirSync(d.socketDir)].length, 2, "two vNIC sockets listen");
+  const t0 = performance.now();
   const code = await d.stop();
+  const stopMs = performance.now() - t0;
   assertEquals(code, 0);
+  // Each vNIC Worker blocks in epoll_wait (woken by its wake eventfd, bounded by a 100 ms poll).
+  assert(stopMs < 5_000, `shutdown took ${stopMs.toFixed(0)} ms`);
   for (const role of ["api", "dataplane"] as const) {
     assert(!alive(pids[role]!), `${role} (pid ${pids[role]}) is gone`);
   }
