@@ -105,7 +105,9 @@ export async function runDataplane(cfg: Config): Promise<number> {
       log.error("dataplane supervisor gave up", { reason });
       done.resolve(1);
     },
+    tun: cfg.tun ? { name: cfg.tunName, reconcileMs: cfg.reconcileInterval * 1000 } : undefined,
   });
+  await fleet.startTun();
   const listener = Deno.listen({ transport: "unix", path });
   Deno.chmodSync(path, 0o600);
   log.info("dataplane ready", { pid: Deno.pid, control: path });

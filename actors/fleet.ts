@@ -24,6 +24,8 @@ import type { NetworkEvent, NetworkMsg } from "./network.ts";
 import type { NicDeviceControl, Peer, Topology, VnicArgs, VnicEvent, VnicMsg } from "./vnic.ts";
 import type { RouteEntry } from "../routing/routes.ts";
 import { FrameRing } from "../routing/ring.ts";
+import { native } from "../ffi/binding.ts";
+import type { TunArgs, TunEvent, TunMsg, TunTopology } from "./tun.ts";
 
 /** What the fleet needs from the process around it. */
 export interface FleetOptions {
@@ -36,6 +38,19 @@ export interface FleetOptions {
   devices: NicDeviceControl;
   /** Restart intensity of the supervisors (tests shorten it). */
   intensity?: typeof DEFAULT_INTENSITY;
+  /** The TUN device of public networks; none when absent (`--no-tun`). */
+  tun?: { name: string; reconcileMs: number };
+}
+
+/** Packets the TUN actor's inbound ring holds, and their largest size. */
+const TUN_RING_SLOTS = 512;
+const TUN_RING_SLOT_BYTES = 9216;
+
+interface TunEntry {
+  sup: Supervisor;
+  ring: SharedArrayBuffer;
+  wakeFd: number;
+  fd: number | null;
 }
 
 interface NetworkEntry {
@@ -61,6 +76,8 @@ const RING_SLOTS = 256;
 const RING_FRAME_OVERHEAD = 18;
 
 const NETWORK_ACTOR_ID = "network";
+const TUN_ACTOR_ID = "tun";
+const TUN_MODULE = new URL("./tun.ts", import.meta.url);
 const NETWORK_MODULE = new URL("./network.ts", import.meta.url);
 const VNIC_MODULE = new URL("./vnic.ts", import.meta.url);
 
@@ -71,6 +88,7 @@ export class Fleet {
   #escalations: number[] = [];
   #down = false;
   #intensity: typeof DEFAULT_INTENSITY;
+  #tun: TunEntry | null = null;
   // Changes are applied one at a time so that a sync and a single change never interleave.
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -171,6 +189,14 @@ export class Fleet {
         await net.sup.stop();
         this.#networks.delete(id);
       }
+      const tun = this.#tun;
+      this.#tun = null;
+      if (tun) {
+        await tun.sup.stop();
+        // A TUN actor that died mid-stop leaves its fd: the device goes with it.
+        if (tun.fd !== null) native().mvn_fd_close(tun.fd);
+        native().mvn_fd_close(tun.wakeFd);
+      }
     });
   }
 
@@ -211,6 +237,81 @@ export class Fleet {
     });
   }
 
+  /**
+   * Starts the TUN actor. A failure (no CAP_NET_ADMIN, say) is reported and the dataplane runs
+   * on without it: public networks then reach nothing outside, which the counters show.
+   */
+  async startTun(): Promise<void> {
+    const t = this.#opts.tun;
+    if (!t) return;
+    const wakeFd = native().mvn_eventfd_new();
+    if (wakeFd < 0) throw new Error(`eventfd: errno ${-wakeFd}`);
+    const entry: TunEntry = {
+      sup: new Supervisor({
+        name: "tun",
+        log: this.#opts.log.child("tun"),
+        ...this.#intensity,
+        onEscalate: (reason) => this.#opts.onEscalate(`TUN actor: ${reason}`),
+      }),
+      ring: FrameRing.allocate(TUN_RING_SLOTS, TUN_RING_SLOT_BYTES),
+      wakeFd,
+      fd: null,
+    };
+    try {
+      await entry.sup.startChild({
+        id: TUN_ACTOR_ID,
+        restart: "permanent",
+        spawn: () => ({
+          name: "dataplane/tun",
+          module: TUN_MODULE,
+          args: {
+            name: t.name,
+            ring: entry.ring,
+            wakeFd,
+            topology: this.#tunTopology(),
+            reconcileMs: t.reconcileMs,
+            adoptFd: entry.fd,
+          } satisfies TunArgs,
+          wake: () => native().mvn_eventfd_signal(wakeFd),
+          onEvent: (ev) => {
+            const e = ev as TunEvent;
+            entry.fd = e.type === "TunOpened" ? e.fd : null;
+          },
+        }),
+      });
+    } catch (e) {
+      native().mvn_fd_close(wakeFd);
+      this.#opts.log.error("TUN device unavailable; public networks reach nothing outside", {
+        error: e as Error,
+      });
+      return;
+    }
+    this.#tun = entry;
+    for (const net of this.#networks.values()) this.#publishTopology(net);
+  }
+
+  /** The routes, vNICs and prefixes of every public network, for the TUN actor. */
+  #tunTopology(): TunTopology {
+    const out: TunTopology = { routes: [], peers: [], prefixes: [] };
+    for (const net of this.#networks.values()) {
+      if (!net.desired.isPublic) continue;
+      out.routes.push(...net.routes);
+      for (const e of net.nics.values()) {
+        out.peers.push({ id: e.desired.id, mac: e.desired.mac, handle: e.handle, ring: e.ring });
+      }
+      if (net.desired.ipv4Subnet) out.prefixes.push(net.desired.ipv4Subnet);
+      if (net.desired.ipv6Prefix) out.prefixes.push(net.desired.ipv6Prefix);
+    }
+    return out;
+  }
+
+  #publishTun(): void {
+    this.#tun?.sup.ref<TunMsg>(TUN_ACTOR_ID)?.cast({
+      type: "TopologyChanged",
+      topology: this.#tunTopology(),
+    });
+  }
+
   /** What every vNIC actor of a network routes from: the routes and where each peer is. */
   #topology(net: NetworkEntry): Topology {
     const peers: Peer[] = [...net.nics.values()].map((e) => ({
@@ -220,7 +321,10 @@ export class Fleet {
       handle: e.handle,
       ring: e.ring,
     }));
-    return { routes: net.routes, peers };
+    const tun = net.desired.isPublic && this.#tun
+      ? { ring: this.#tun.ring, wakeFd: this.#tun.wakeFd }
+      : null;
+    return { routes: net.routes, peers, tun };
   }
 
   /** Sends each vNIC actor of the network its own copy of the topology (shared-nothing). */
@@ -229,6 +333,7 @@ export class Fleet {
     for (const e of net.nics.values()) {
       net.sup.ref<VnicMsg>(vnicChildId(e.desired.id))?.cast({ type: "TopologyChanged", topology });
     }
+    if (net.desired.isPublic) this.#publishTun();
   }
 
   #networkSupervisor(n: DesiredNetwork): Supervisor {
@@ -246,6 +351,7 @@ export class Fleet {
     if (!net) return;
     this.#networks.delete(id);
     await net.sup.stop();
+    if (net.desired.isPublic) this.#publishTun();
   }
 
   async #upsertNic(nic: DesiredNic): Promise<NicStatus> {

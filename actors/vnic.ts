@@ -52,6 +52,7 @@ import {
   type FrameBatch,
   VhostNetDevice,
 } from "../vhost/device.ts";
+import { native } from "../ffi/binding.ts";
 
 /** Another vNIC of the same network, as this one routes to it. */
 export interface Peer {
@@ -69,6 +70,8 @@ export interface Peer {
 export interface Topology {
   routes: RouteEntry[];
   peers: Peer[];
+  /** The TUN actor's inbound ring and wake eventfd, on public networks while it runs. */
+  tun: { ring: SharedArrayBuffer; wakeFd: number } | null;
 }
 
 /** Messages the vNIC actor accepts. */
@@ -142,6 +145,8 @@ interface VnicState {
   raSent: number;
   raDue: number;
   topology: Topology;
+  /** The TUN actor's ring and wake fd, when this network has one. */
+  tun: { ring: FrameRing; wakeFd: number } | null;
 }
 
 function report(state: VnicState, ctx: ActorContext, status: NicStatus): void {
@@ -296,6 +301,7 @@ function handleTx(
   batch: FrameBatch,
   replies: FrameBatch,
   wake: Set<number>,
+  wakeTun: { value: boolean },
 ): void {
   state.forward.nowMs = performance.now();
   for (let i = 0; i < batch.count; i++) {
@@ -326,7 +332,9 @@ function handleTx(
         break;
       }
       case "tun":
-        bump(state.routeDrops, "tun_unavailable");
+        if (!state.tun) bump(state.routeDrops, "tun_unavailable");
+        else if (!state.tun.ring.push(r.packet)) bump(state.routeDrops, "tun_ring_full");
+        else wakeTun.value = true;
         break;
       case "drop":
         bump(state.routeDrops, r.reason);
@@ -368,6 +376,7 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
   const tx = dev.frameBuffer(BURST);
   const out = dev.frameBuffer(BURST * 2);
   const wake = new Set<number>();
+  const wakeTun = { value: false };
   const toGuest = (f: Uint8Array) => {
     if (!out.push(f)) bump(state.routeDrops, "inbound_overflow");
   };
@@ -380,9 +389,11 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
     if (ready & DeviceEvents.TX) {
       tx.clear();
       dev.receiveBurst(tx);
-      handleTx(state, tx, out, wake);
+      handleTx(state, tx, out, wake, wakeTun);
       for (const h of wake) VhostNetDevice.wake(h);
       wake.clear();
+      if (wakeTun.value && state.tun) native().mvn_eventfd_signal(state.tun.wakeFd);
+      wakeTun.value = false;
     }
     state.ring.drain(BURST, toGuest);
     if (state.nic.ipv6 && dev.driverReady && Date.now() >= state.raDue) {
@@ -401,6 +412,13 @@ function refresh(state: VnicState, topology: Topology): void {
   state.services = servicesContext(state.nic, state.network, topology);
   state.forward = forwardContext(state.nic, state.network, topology, state.forward.icmpErrors);
   state.topology = topology;
+  state.tun = tunOf(topology);
+}
+
+function tunOf(topology: Topology): VnicState["tun"] {
+  return topology.tun
+    ? { ring: new FrameRing(topology.tun.ring), wakeFd: topology.tun.wakeFd }
+    : null;
 }
 
 if (import.meta.main) {
@@ -430,6 +448,7 @@ if (import.meta.main) {
         raSent: 0,
         raDue: Date.now(),
         topology: args.topology,
+        tun: tunOf(args.topology),
       };
       if (args.adoptHandle !== null) ctx.log.info("adopted live device", { handle: device.handle });
       state.loop = runLoop(state, ctx);

@@ -124,6 +124,12 @@ const SYMBOLS = {
   mvn_dev_rx_burst: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
   mvn_dev_counters: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   mvn_fd_close: { parameters: ["i32"], result: "i32" },
+  mvn_tun_open: { parameters: ["buffer"], result: "i32" },
+  mvn_tun_wait: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  mvn_tun_read_burst: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
+  mvn_tun_write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  mvn_eventfd_new: { parameters: [], result: "i32" },
+  mvn_eventfd_signal: { parameters: ["i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const TEST_SYMBOLS = {

@@ -118,4 +118,17 @@ int32_t mvn_dev_counters(int32_t h, uint64_t *out, uint32_t n);
 /* Closes an fd received from the frontend that no handler took. */
 int32_t mvn_fd_close(int32_t fd);
 
+/* TUN device of public networks (tun.c). */
+/* Opens (creating) the TUN device `name`, IFF_TUN | IFF_NO_PI, non-blocking. fd or -errno. */
+int32_t mvn_tun_open(const char *name);
+/* Waits for the TUN fd to be readable (bit 1) or the wake eventfd signalled (bit 2, drained). */
+int32_t mvn_tun_wait(int32_t tun_fd, int32_t wake_fd, int32_t timeout_ms);
+/* Reads up to max packets as [u32 len][bytes]... into out. Count or -errno. */
+int32_t mvn_tun_read_burst(int32_t fd, uint8_t *out, uint32_t cap, uint32_t max);
+/* Writes one IP packet. Bytes written or -errno. */
+int32_t mvn_tun_write(int32_t fd, const uint8_t *buf, uint32_t len);
+/* A non-blocking eventfd, and a signal on it (any thread). */
+int32_t mvn_eventfd_new(void);
+int32_t mvn_eventfd_signal(int32_t fd);
+
 #endif

@@ -26,6 +26,12 @@ export interface DaemonOptions {
   readyTimeoutMs?: number;
   /** Wait for the api's gRPC port (default true). */
   waitForGrpc?: boolean;
+  /** gRPC listen address (default a free loopback port); a `unix:/path` is waited for too. */
+  listen?: string;
+  /** A command the daemon runs under, e.g. `["unshare", "-n", "--"]` for its own namespace. */
+  wrap?: string[];
+  /** Let the daemon create its TUN device (default off: `--no-tun`). */
+  tun?: boolean;
 }
 
 /** PIDs of the daemon's processes. */
@@ -37,7 +43,7 @@ export interface DaemonPids {
 
 /** A running daemon. */
 export interface Daemon extends AsyncDisposable {
-  /** `127.0.0.1:PORT` for gRPC clients. */
+  /** `127.0.0.1:PORT` (or the `listen` given) for gRPC clients. */
   grpcTarget: string;
   port: number;
   dataDir: string;
@@ -109,6 +115,16 @@ async function portOpen(port: number): Promise<boolean> {
   }
 }
 
+async function unixOpen(path: string): Promise<boolean> {
+  try {
+    const c = await Deno.connect({ transport: "unix", path });
+    c.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Starts the daemon; the caller must dispose of it (`await using`, or `stop()`). */
 export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   const tmp = await Deno.makeTempDir({ prefix: "mvirt-net-test-" });
@@ -121,15 +137,16 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     `--config=${ROOT}deno.json`,
     "-A",
     `${ROOT}daemon/main.ts`,
-    `--listen=127.0.0.1:${port}`,
+    `--listen=${opts.listen ?? `127.0.0.1:${port}`}`,
     `--data-dir=${dataDir}`,
     `--socket-dir=${socketDir}`,
-    "--no-tun",
+    ...(opts.tun ? [] : ["--no-tun"]),
     "--log-level=debug",
     ...(opts.args ?? []),
   ];
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
+  const wrap = opts.wrap ?? [];
+  const child = new Deno.Command(wrap.length ? wrap[0] : Deno.execPath(), {
+    args: wrap.length ? [...wrap.slice(1), Deno.execPath(), ...args] : args,
     env: { MVIRT_NET_FAULT_INJECTION: "1", ...opts.env },
     stdin: "null",
     stdout: "piped",
@@ -153,7 +170,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   let exited: Deno.CommandStatus | null = null;
   status.then((s) => (exited = s));
   const d: Daemon = {
-    grpcTarget: `127.0.0.1:${port}`,
+    grpcTarget: opts.listen ?? `127.0.0.1:${port}`,
     port,
     dataDir,
     socketDir,
@@ -232,7 +249,11 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       timeout,
       "both children",
     );
-    if (opts.waitForGrpc ?? true) await until(() => portOpen(port), timeout, `gRPC port ${port}`);
+    if (opts.waitForGrpc ?? true) {
+      const unixPath = opts.listen?.startsWith("unix:") ? opts.listen.slice("unix:".length) : null;
+      if (unixPath) await until(() => unixOpen(unixPath), timeout, `gRPC socket ${unixPath}`);
+      else if (!opts.listen) await until(() => portOpen(port), timeout, `gRPC port ${port}`);
+    }
   } catch (e) {
     await d[Symbol.asyncDispose]();
     throw new Error(`${(e as Error).message}\n--- daemon log ---\n${text}`);

@@ -1,0 +1,108 @@
+/**
+ * Public networks through the TUN device, inside a network namespace the test creates: the
+ * daemon runs under `unshare -n`, so its TUN device and kernel routes exist only there. A guest
+ * of a public network reaches an address of that namespace (on a veth) and is reached from it;
+ * a kernel route deleted by hand is put back by the reconciliation loop.
+ */
+
+import { assert } from "../assert.ts";
+import { startDaemon, until } from "../helpers/daemon.ts";
+import { bootGuest, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { connect, serving } from "../api/helpers.ts";
+
+const TUN = "mvtun0";
+const FAR_SIDE = "192.0.2.1";
+
+async function ok(g: Guest, cmd: string, timeoutMs = 30_000): Promise<string> {
+  const r = await g.run(cmd, { timeoutMs });
+  if (r.code !== 0) throw new Error(`${g.name}: \`${cmd}\` exited ${r.code}:\n${r.output}`);
+  return r.output;
+}
+
+/** Runs a command in the network namespace of process `pid`. */
+async function inNs(pid: number, ...cmd: string[]): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command("nsenter", {
+    args: ["-t", String(pid), "-n", "--", ...cmd],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
+Deno.test({
+  name:
+    "a public network reaches the far side of the TUN device and back; deleted routes come back",
+  ignore: !qemuAvailable(),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "mvirt-net-tun-" });
+    try {
+      await using d = await startDaemon({
+        wrap: ["unshare", "-n", "--"],
+        listen: `unix:${dir}/api.sock`,
+        tun: true,
+        args: [`--tun-name=${TUN}`, "--reconcile-interval=1"],
+      });
+      await serving(d.grpcTarget, d.log);
+      const ns = d.pid;
+      for (
+        const cmd of [
+          ["ip", "link", "set", "lo", "up"],
+          ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+          ["ip", "addr", "add", `${FAR_SIDE}/24`, "dev", "v0"],
+          ["ip", "link", "set", "v0", "up"],
+          ["ip", "link", "set", "v1", "up"],
+        ]
+      ) {
+        const r = await inNs(ns, ...cmd);
+        if (r.code !== 0) throw new Error(`${cmd.join(" ")}: ${r.out}`);
+      }
+      const api = connect(d.grpcTarget);
+      try {
+        const net = await api.call("CreateNetwork", {
+          name: "public",
+          ipv4_enabled: true,
+          ipv4_subnet: "10.90.0.0/24",
+          is_public: true,
+        });
+        const nic = await api.call("CreateNic", { network_id: net.id, name: "p" });
+        await until(
+          async () =>
+            (await inNs(ns, "ip", "route", "show", "dev", TUN)).out.includes("10.90.0.0/24"),
+          10_000,
+          "the kernel route",
+        );
+        const g = await bootGuest({
+          name: "tun-guest",
+          nics: [{ socketPath: nic.socket_path, mac: nic.mac_address }],
+        });
+        try {
+          await ok(g, "mv-dhcp udhcpc eth0", 60_000);
+          await ok(g, `ping -c 3 -W 5 ${FAR_SIDE}`);
+          const back = await inNs(ns, "ping", "-c", "3", "-W", "5", nic.ipv4_address);
+          assert(back.code === 0, `the namespace reaches the guest:\n${back.out}`);
+
+          const del = await inNs(ns, "ip", "route", "del", "10.90.0.0/24", "dev", TUN);
+          assert(del.code === 0, del.out);
+          await until(
+            async () =>
+              (await inNs(ns, "ip", "route", "show", "dev", TUN)).out.includes("10.90.0.0/24"),
+            10_000,
+            "the reconciliation loop to put the route back",
+          );
+          await ok(g, `ping -c 2 -W 5 ${FAR_SIDE}`);
+        } finally {
+          await g.close();
+        }
+      } finally {
+        api.close();
+      }
+      assert(/TUN device up device=mvtun0/.test(d.log()), "the TUN actor started");
+      assert(/kernel routes repaired/.test(d.log()), "the repair is logged");
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
