@@ -8,18 +8,13 @@
 import { assert, assertEquals } from "../assert.ts";
 import { alive, type Daemon, startDaemon, until } from "../helpers/daemon.ts";
 import { bootGuest, bootGuests, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { ok } from "./helpers.ts";
 import { connect, type NetClient, serving } from "../api/helpers.ts";
 
 const hasQemu = qemuAvailable();
 const MRG_RXBUF = 15;
 const INDIRECT_DESC = 28;
 const EVENT_IDX = 29;
-
-async function ok(g: Guest, cmd: string, timeoutMs = 30_000): Promise<string> {
-  const r = await g.run(cmd, { timeoutMs });
-  if (r.code !== 0) throw new Error(`${g.name}: \`${cmd}\` exited ${r.code}:\n${r.output}`);
-  return r.output;
-}
 
 /** Pings the gateway until it answers (the link may come back a little after reconnect). */
 async function gatewayAnswers(g: Guest, timeoutMs: number): Promise<void> {

@@ -7,15 +7,10 @@
 import { assert, assertEquals } from "../assert.ts";
 import { startDaemon, until } from "../helpers/daemon.ts";
 import { bootGuests, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { ok } from "./helpers.ts";
 import { connect, serving } from "../api/helpers.ts";
 
 const hasQemu = qemuAvailable();
-
-async function ok(g: Guest, cmd: string, timeoutMs = 30_000): Promise<string> {
-  const r = await g.run(cmd, { timeoutMs });
-  if (r.code !== 0) throw new Error(`${g.name}: \`${cmd}\` exited ${r.code}:\n${r.output}`);
-  return r.output;
-}
 
 Deno.test({
   name:

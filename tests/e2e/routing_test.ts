@@ -6,13 +6,8 @@
 import { assert } from "../assert.ts";
 import { startDaemon } from "../helpers/daemon.ts";
 import { bootGuests, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { ok } from "./helpers.ts";
 import { connect, serving } from "../api/helpers.ts";
-
-async function ok(g: Guest, cmd: string, timeoutMs = 30_000): Promise<string> {
-  const r = await g.run(cmd, { timeoutMs });
-  if (r.code !== 0) throw new Error(`${g.name}: \`${cmd}\` exited ${r.code}:\n${r.output}`);
-  return r.output;
-}
 
 /** Echo requests the guest's kernel has received (from /proc/net/snmp). */
 async function inEchos(g: Guest): Promise<number> {

@@ -8,16 +8,11 @@
 import { assert } from "../assert.ts";
 import { startDaemon, until } from "../helpers/daemon.ts";
 import { bootGuest, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { ok } from "./helpers.ts";
 import { connect, serving } from "../api/helpers.ts";
 
 const TUN = "mvtun0";
 const FAR_SIDE = "192.0.2.1";
-
-async function ok(g: Guest, cmd: string, timeoutMs = 30_000): Promise<string> {
-  const r = await g.run(cmd, { timeoutMs });
-  if (r.code !== 0) throw new Error(`${g.name}: \`${cmd}\` exited ${r.code}:\n${r.output}`);
-  return r.output;
-}
 
 /** Runs a command in the network namespace of process `pid`. */
 async function inNs(pid: number, ...cmd: string[]): Promise<{ code: number; out: string }> {
