@@ -6,7 +6,7 @@
 
 import { assert, assertEquals } from "../assert.ts";
 import { startDaemon, until } from "../helpers/daemon.ts";
-import { bootGuests, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { bootGuests, qemuAvailable } from "../helpers/guest.ts";
 import { ok } from "./helpers.ts";
 import { connect, serving } from "../api/helpers.ts";
 

@@ -7,7 +7,7 @@
 
 import { assert } from "../assert.ts";
 import { startDaemon, until } from "../helpers/daemon.ts";
-import { bootGuest, type Guest, qemuAvailable } from "../helpers/guest.ts";
+import { bootGuest, qemuAvailable } from "../helpers/guest.ts";
 import { ok } from "./helpers.ts";
 import { connect, serving } from "../api/helpers.ts";
 
