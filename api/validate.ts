@@ -21,6 +21,7 @@
  */
 
 import { ApiError, invalid, Status } from "./errors.ts";
+import type { CreateNetworkRequest } from "./proto_types.ts";
 
 /** IP version. */
 export type Family = 4 | 6;
@@ -379,17 +380,7 @@ export interface NetworkSpec {
 }
 
 /** Validates the fields of a CreateNetwork request (overlap with other networks: the store). */
-export function validateNetwork(req: {
-  id: string;
-  name: string;
-  ipv4_enabled: boolean;
-  ipv4_subnet: string;
-  ipv6_enabled: boolean;
-  ipv6_prefix: string;
-  dns_servers: string[];
-  ntp_servers: string[];
-  is_public: boolean;
-}): NetworkSpec {
+export function validateNetwork(req: CreateNetworkRequest): NetworkSpec {
   const name = parseName("name", req.name);
   const id = req.id === "" ? null : parseUuid("id", req.id);
   if (!req.ipv4_enabled && !req.ipv6_enabled) {

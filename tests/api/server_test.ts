@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { assert, assertEquals } from "../assert.ts";
-import { until } from "../helpers/daemon.ts";
+import { unixAccepts, until } from "../helpers/wait.ts";
 import { health, startTestApi, statusName, type TestApi } from "./helpers.ts";
 import { VERSION } from "../../api/server.ts";
 import type { Network, NetworkEvent, Nic, NicEvent } from "../../api/proto_types.ts";
@@ -36,16 +36,6 @@ async function snapshot(t: TestApi): Promise<string> {
   const nets = await t.client.call("ListNetworks", {});
   const nics = await t.client.call("ListNics", {});
   return JSON.stringify([nets, nics, t.store.audit().length, t.dataplane.sockets().sort()]);
-}
-
-async function canConnect(path: string): Promise<boolean> {
-  try {
-    const c = await Deno.connect({ transport: "unix", path });
-    c.close();
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("GetVersion, health and reflection answer", async () => {
@@ -201,7 +191,7 @@ Deno.test("CreateNic end to end: allocation, MAC, socket ready before the answer
   assert(/^02(:[0-9a-f]{2}){5}$/.test(nic.mac_address), nic.mac_address);
   assertEquals(nic.socket_path, `${t.socketDir}/${nic.id}.sock`);
   assertEquals(nic.state, "NIC_STATE_CREATED");
-  assert(await canConnect(nic.socket_path), "socket accepts connections when CreateNic answers");
+  assert(await unixAccepts(nic.socket_path), "socket accepts connections when CreateNic answers");
   const second = await t.client.call("CreateNic", {
     network_id: net.id,
     id: "6F1C0C57-0F44-4C8B-9C39-4E4C6D1A0B0E",
@@ -379,7 +369,7 @@ Deno.test("DeleteNetwork refuses a network with vNICs unless forced", async () =
   });
   assertEquals((await t.client.call("ListNics", {})).nics, []);
   assertEquals(t.dataplane.sockets(), []);
-  assert(!(await canConnect(a.socket_path)));
+  assert(!(await unixAccepts(a.socket_path)));
   assert(t.dataplane.requests.some((r) => r.type === "RemoveNetwork" && r.id === net.id));
 });
 

@@ -6,17 +6,9 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { alive } from "../../bench/lib/proc.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function exists(path: string): boolean {
   try {

@@ -10,6 +10,11 @@
  * @module
  */
 
+import { unixAccepts, until } from "./wait.ts";
+
+/** Re-exported: tests that start a daemon usually wait for something. */
+export { until };
+
 const ROOT = new URL("../../", import.meta.url).pathname;
 
 /** Options of {@link startDaemon}. */
@@ -84,40 +89,9 @@ export function alive(pid: number): boolean {
   }
 }
 
-async function sleep(ms: number): Promise<void> {
-  await new Promise((r) => setTimeout(r, ms));
-}
-
-/** Waits until `fn` returns a truthy value, polling every 20 ms. */
-export async function until<T>(
-  fn: () => T | Promise<T>,
-  timeoutMs: number,
-  what: string,
-): Promise<NonNullable<T>> {
-  const end = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (performance.now() > end) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await sleep(20);
-  }
-}
-
 async function portOpen(port: number): Promise<boolean> {
   try {
     const c = await Deno.connect({ hostname: "127.0.0.1", port });
-    c.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function unixOpen(path: string): Promise<boolean> {
-  try {
-    const c = await Deno.connect({ transport: "unix", path });
     c.close();
     return true;
   } catch {
@@ -251,7 +225,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     );
     if (opts.waitForGrpc ?? true) {
       const unixPath = opts.listen?.startsWith("unix:") ? opts.listen.slice("unix:".length) : null;
-      if (unixPath) await until(() => unixOpen(unixPath), timeout, `gRPC socket ${unixPath}`);
+      if (unixPath) await until(() => unixAccepts(unixPath), timeout, `gRPC socket ${unixPath}`);
       else if (!opts.listen) await until(() => portOpen(port), timeout, `gRPC port ${port}`);
     }
   } catch (e) {

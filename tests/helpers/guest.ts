@@ -15,6 +15,8 @@
  * @module
  */
 
+import { bounded, withTimeout } from "./wait.ts";
+
 const ROOT = new URL("../../", import.meta.url).pathname;
 /** Where the guest's kernel and initramfs are built (see scripts/guest/build.sh). */
 export const GUEST_BUILD_DIR = `${ROOT}build/guest`;
@@ -566,29 +568,6 @@ async function launch(
     }
   }
   return guest;
-}
-
-/** `p`, or a rejection with `msg` after `ms` (no timer left behind). */
-async function withTimeout<T>(p: Promise<T>, ms: number, msg: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(msg)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Waits for `p` at most `ms` (and leaves no timer behind, for Deno's test sanitizers). */
-async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function killPid(pid: number, signal: Deno.Signal): void {

@@ -17,6 +17,8 @@
  * @module
  */
 
+import { bounded, withTimeout } from "./wait.ts";
+
 const ROOT = new URL("../../", import.meta.url).pathname;
 const OUT_DIR = `${ROOT}tests/.out`;
 const TESTPMD = "dpdk-testpmd";
@@ -333,29 +335,6 @@ export function parsePortStats(out: string): PortStats[] {
     });
   }
   return res;
-}
-
-/** `p`, or a rejection with `msg` after `ms` (no timer left behind). */
-async function withTimeout<T>(p: Promise<T>, ms: number, msg: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(msg)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Waits for `p` at most `ms`, leaving no timer behind (Deno's test sanitizers). */
-async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function isSocket(path: string): boolean {
