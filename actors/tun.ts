@@ -11,7 +11,7 @@
  */
 
 import { cString, native } from "../ffi/binding.ts";
-import { type ActorContext, runActor } from "./worker_runtime.ts";
+import { type ActorContext, runActor, yieldToMailbox } from "./worker_runtime.ts";
 import { faultInjection } from "./network.ts";
 import { KernelRoutes, type RoutePlan } from "./tun_routes.ts";
 import { buildTable, type RouteEntry } from "../routing/routes.ts";
@@ -140,10 +140,6 @@ function toVnic(state: TunState, packet: Uint8Array, frame: Uint8Array, wake: Se
   wake.add(to.handle);
 }
 
-function macrotask(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 0));
-}
-
 async function runLoop(state: TunState, ctx: ActorContext): Promise<void> {
   const lib = native();
   const buf = new Uint8Array(BURST * (MAX_PACKET + 4));
@@ -168,7 +164,7 @@ async function runLoop(state: TunState, ctx: ActorContext): Promise<void> {
       const w = lib.mvn_tun_write(state.fd, packet, packet.length);
       bump(state, w < 0 ? "to_kernel_write_failed" : "to_kernel_packets");
     });
-    await macrotask();
+    await yieldToMailbox();
   }
 }
 

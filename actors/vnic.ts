@@ -14,7 +14,7 @@
 
 import type { DesiredNetwork, DesiredNic, NicCounters, NicStatus } from "../daemon/protocol.ts";
 import type { ActorContext } from "./worker_runtime.ts";
-import { runActor } from "./worker_runtime.ts";
+import { runActor, yieldToMailbox } from "./worker_runtime.ts";
 import { faultInjection } from "./network.ts";
 import { buildTable, type RouteEntry } from "../routing/routes.ts";
 import { forward, type ForwardContext, type NicRoute, RateLimiter } from "../routing/forward.ts";
@@ -344,33 +344,6 @@ function handleTx(
   }
 }
 
-/**
- * Yields to the event loop so that posted messages and timers run. A MessageChannel message is
- * a macrotask without the 4 ms clamp of nested `setTimeout(0)`, but a stream of them starves
- * the Worker's mailbox; so at least every {@link MAILBOX_YIELD_MS} the loop yields through a
- * timer, which is not clamped either because the port tasks break the timer nesting.
- */
-const MAILBOX_YIELD_MS = 2;
-const yieldChannel = new MessageChannel();
-let yieldWaiter: (() => void) | null = null;
-let lastTimerYield = 0;
-yieldChannel.port1.onmessage = () => {
-  const w = yieldWaiter;
-  yieldWaiter = null;
-  w?.();
-};
-function macrotask(): Promise<void> {
-  const now = performance.now();
-  if (now - lastTimerYield >= MAILBOX_YIELD_MS) {
-    lastTimerYield = now;
-    return new Promise((r) => setTimeout(r, 0));
-  }
-  return new Promise((r) => {
-    yieldWaiter = r;
-    yieldChannel.port2.postMessage(null);
-  });
-}
-
 async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
   const dev = state.device;
   const tx = dev.frameBuffer(BURST);
@@ -403,7 +376,7 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       state.raDue = nextRaTime(Date.now(), state.raSent, DEFAULT_RA_INTERVALS, Math.random());
     }
     if (out.count > 0) dev.sendBurst(out);
-    await macrotask();
+    await yieldToMailbox();
   }
 }
 

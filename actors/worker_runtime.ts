@@ -141,3 +141,40 @@ export function runActor<M extends ActorMessage, S, A>(behaviour: Behaviour<M, S
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * Yields to the event loop so that posted messages and timers run, for actors whose loop
+ * blocks in native calls between yields. A MessageChannel message is a macrotask without the
+ * 4 ms clamp of nested `setTimeout(0)`, but a stream of them starves the Worker's mailbox; so
+ * at least every {@link MAILBOX_YIELD_MS} the loop yields through a timer, which is not
+ * clamped either because the port tasks break the timer nesting.
+ */
+export function yieldToMailbox(): Promise<void> {
+  const now = performance.now();
+  if (now - lastTimerYield >= MAILBOX_YIELD_MS) {
+    lastTimerYield = now;
+    return new Promise((r) => setTimeout(r, 0));
+  }
+  return new Promise((r) => {
+    yieldWaiter = r;
+    yieldPort().postMessage(null);
+  });
+}
+
+const MAILBOX_YIELD_MS = 2;
+let yieldChannel: MessageChannel | null = null;
+let yieldWaiter: (() => void) | null = null;
+let lastTimerYield = 0;
+
+/** Made on first use: an open port would keep any importer's event loop alive. */
+function yieldPort(): MessagePort {
+  if (!yieldChannel) {
+    yieldChannel = new MessageChannel();
+    yieldChannel.port1.onmessage = () => {
+      const w = yieldWaiter;
+      yieldWaiter = null;
+      w?.();
+    };
+  }
+  return yieldChannel.port2;
+}
