@@ -741,6 +741,8 @@ export function desiredNic(nic: NicRecord, socketPath: string): DesiredNic {
     routedIpv4Prefixes: nic.routed_ipv4_prefixes,
     routedIpv6Prefixes: nic.routed_ipv6_prefixes,
     socketPath,
+    securityGroupIds: [],
+    rules: [],
   };
 }
 

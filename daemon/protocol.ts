@@ -13,7 +13,7 @@
  */
 
 /** Bumped on any incompatible change of the messages below. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Largest frame either side accepts: a full state of thousands of vNICs fits easily. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
@@ -45,6 +45,31 @@ export interface DesiredNic {
   routedIpv4Prefixes: string[];
   routedIpv6Prefixes: string[];
   socketPath: string;
+  /**
+   * Ids of the security groups attached to the vNIC. Empty: no filtering at all. Not empty:
+   * ingress and egress are default-deny and {@link DesiredNic.rules} is what is allowed.
+   */
+  securityGroupIds: string[];
+  /** The union of the rules of every attached security group. */
+  rules: DesiredRule[];
+}
+
+/** A rule's direction: `INGRESS` is traffic to the VM, `EGRESS` traffic from it. */
+export type RuleDirectionName = "INGRESS" | "EGRESS";
+/** What a rule matches, by the API's RuleProtocol names. */
+export type RuleProtocolName = "ALL" | "TCP" | "UDP" | "ICMP" | "ICMPV6";
+
+/** One allow rule of a security group, as the dataplane enforces it. */
+export interface DesiredRule {
+  id: string;
+  securityGroupId: string;
+  direction: RuleDirectionName;
+  protocol: RuleProtocolName;
+  /** 0 with portEnd 0: any port. Only for TCP and UDP. */
+  portStart: number;
+  portEnd: number;
+  /** Normalised CIDR of the remote side, or "" for any address of either family. */
+  cidr: string;
 }
 
 /** The vNIC states of the API's NicState enum, by name. */
