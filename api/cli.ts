@@ -11,7 +11,18 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { loadContract } from "./proto.ts";
-import type { NetServiceMethods, Network, NetworkEvent, Nic, NicEvent } from "./proto_types.ts";
+import type {
+  DiagnosticsMethods,
+  NetServiceMethods,
+  Network,
+  NetworkEvent,
+  Nic,
+  NicEvent,
+  RuleDirection,
+  RuleProtocol,
+  SecurityGroup,
+  SecurityGroupRule,
+} from "./proto_types.ts";
 import { DEFAULT_LISTEN } from "../daemon/config.ts";
 import { parseIp } from "./validate.ts";
 
@@ -37,6 +48,17 @@ Commands:
   nic update ID|NAME [--route CIDR]...      (the routes given replace the current ones)
   nic delete ID|NAME
   nic attach ID|NAME
+  nic counters ID|NAME                      (packet, byte and drop counters of the data plane)
+  sg create NAME [--description TEXT]
+  sg list
+  sg get ID|NAME                            (with the packets each rule allowed: HITS,
+                                             "hits" in --json)
+  sg delete ID|NAME [--force]               (--force detaches it from its vNICs first)
+  sg rule add ID|NAME --direction ingress|egress --protocol all|tcp|udp|icmp|icmpv6
+              [--port N|N-M] [--cidr CIDR] [--description TEXT]
+  sg rule remove RULE_ID
+  sg attach ID|NAME NIC                     (NIC: vNIC id or name)
+  sg detach ID|NAME NIC
   watch [nics|networks] [--count N]         (both kinds by default; stop after N events)
 
 Options:
@@ -55,6 +77,11 @@ interface Parsed {
 
 const SWITCHES = new Set(["--json", "--public", "--force", "--clear-dns", "--clear-ntp"]);
 const VALUED = new Set([
+  "--description",
+  "--direction",
+  "--protocol",
+  "--port",
+  "--cidr",
   "--server",
   "--ipv4-subnet",
   "--ipv6-prefix",
@@ -111,42 +138,104 @@ type Unary = {
 
 type RawClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
+/** One unary call with the CLI's deadline. */
+function unary<T>(client: RawClient, method: string, req: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + CALL_TIMEOUT_MS);
+    (client[method] as (
+      r: unknown,
+      m: grpc.Metadata,
+      o: grpc.CallOptions,
+      cb: (e: grpc.ServiceError | null, v: unknown) => void,
+    ) => void).call(
+      client,
+      req,
+      new grpc.Metadata(),
+      { deadline },
+      (e, v) => e ? reject(e) : resolve(v as T),
+    );
+  });
+}
+
+/** `--direction` values and the API's names. */
+const DIRECTIONS: Record<string, RuleDirection> = {
+  ingress: "RULE_DIRECTION_INGRESS",
+  egress: "RULE_DIRECTION_EGRESS",
+};
+/** `--protocol` values and the API's names. */
+const PROTOCOLS: Record<string, RuleProtocol> = {
+  all: "RULE_PROTOCOL_ALL",
+  tcp: "RULE_PROTOCOL_TCP",
+  udp: "RULE_PROTOCOL_UDP",
+  icmp: "RULE_PROTOCOL_ICMP",
+  icmpv6: "RULE_PROTOCOL_ICMPV6",
+};
+
+function choice<T>(flag: string, value: string | undefined, options: Record<string, T>): T {
+  if (value === undefined) throw new UsageError(`${flag} is required`);
+  if (!Object.hasOwn(options, value.toLowerCase())) {
+    throw new UsageError(`${flag}: "${value}" is not one of ${Object.keys(options).join(", ")}`);
+  }
+  return options[value.toLowerCase()];
+}
+
+/** `--port 80` (one port) or `--port 8000-8100`; absent: any port. */
+function portRange(value: string | undefined): { start: number; end: number } {
+  if (value === undefined) return { start: 0, end: 0 };
+  const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(value);
+  if (!m) throw new UsageError(`--port: expected N or N-M, got "${value}"`);
+  const start = Number(m[1]);
+  return { start, end: m[2] === undefined ? start : Number(m[2]) };
+}
+
 /** The client side of one CLI run. */
 class Cli {
   #client: RawClient;
+  #diag: RawClient;
   #json: boolean;
   #out: (line: string) => void;
 
   constructor(server: string, json: boolean, out: (line: string) => void) {
-    const { NetService } = loadContract();
+    const { NetService, Diagnostics } = loadContract();
     this.#client = new NetService(server, grpc.credentials.createInsecure()) as RawClient;
+    // A second stub on the same target shares grpc-js's connection to it.
+    this.#diag = new Diagnostics(server, grpc.credentials.createInsecure()) as RawClient;
     this.#json = json;
     this.#out = out;
   }
 
   close(): void {
     this.#client.close();
+    this.#diag.close();
   }
 
   call<M extends Unary>(
     method: M,
     req: Partial<NetServiceMethods[M]["request"]>,
   ): Promise<NetServiceMethods[M]["response"]> {
-    return new Promise((resolve, reject) => {
-      const deadline = new Date(Date.now() + CALL_TIMEOUT_MS);
-      (this.#client[method] as (
-        r: unknown,
-        m: grpc.Metadata,
-        o: grpc.CallOptions,
-        cb: (e: grpc.ServiceError | null, v: unknown) => void,
-      ) => void).call(
-        this.#client,
-        req,
-        new grpc.Metadata(),
-        { deadline },
-        (e, v) => e ? reject(e) : resolve(v as NetServiceMethods[M]["response"]),
-      );
-    });
+    return unary(this.#client, method, req);
+  }
+
+  diag<M extends keyof DiagnosticsMethods>(
+    method: M,
+    req: DiagnosticsMethods[M]["request"],
+  ): Promise<DiagnosticsMethods[M]["response"]> {
+    return unary(this.#diag, method, req);
+  }
+
+  async group(ref: string): Promise<SecurityGroup> {
+    return await this.call("GetSecurityGroup", isUuidLike(ref) ? { id: ref } : { name: ref });
+  }
+
+  /** Packets each rule of `group` allowed; null when the data plane cannot be asked. */
+  async hits(group: SecurityGroup): Promise<Map<string, number> | null> {
+    try {
+      const h = await this.diag("GetSecurityGroupHits", { security_group: group.id });
+      return new Map(h.rules.map((r) => [r.rule_id, r.hits]));
+    } catch (e) {
+      if ((e as grpc.ServiceError).code === grpc.status.UNAVAILABLE) return null;
+      throw e;
+    }
   }
 
   /** A network by id or name (GetNetwork's oneof needs to know which). */
@@ -304,12 +393,122 @@ class Cli {
         this.print(r, () => `${r.attached ? "attached" : "not attached"}: ${r.message}`);
         return;
       }
+      case "nic counters": {
+        const r = await this.diag("GetNicCounters", { nic: arg("ID or NAME") });
+        this.print(
+          r,
+          () => table(["COUNTER", "VALUE"], r.counters.map((c) => [c.name, String(c.value)])),
+        );
+        return;
+      }
+      case "sg create": {
+        const g = await this.call("CreateSecurityGroup", {
+          name: arg("NAME"),
+          description: one(p, "--description") ?? "",
+        });
+        this.print(g, () => showGroup(g, NO_HITS_YET));
+        return;
+      }
+      case "sg list": {
+        if (args.length > 0) throw new UsageError(`sg list: unexpected ${args[0]}`);
+        const { security_groups: groups } = await this.call("ListSecurityGroups", {});
+        this.print(groups, () =>
+          table(
+            ["NAME", "ID", "RULES", "NICS", "DESCRIPTION"],
+            groups.map((g) => [
+              g.name,
+              g.id,
+              String(g.rules.length),
+              String(g.nic_count),
+              g.description || "-",
+            ]),
+          ));
+        return;
+      }
+      case "sg get": {
+        const g = await this.group(arg("ID or NAME"));
+        const hits = await this.hits(g);
+        const json = {
+          ...g,
+          rules: g.rules.map((r) => ({ ...r, hits: hits?.get(r.id) ?? null })),
+        };
+        this.print(json, () => showGroup(g, hits));
+        return;
+      }
+      case "sg delete": {
+        const g = await this.group(arg("ID or NAME"));
+        const r = await this.call("DeleteSecurityGroup", {
+          id: g.id,
+          force: p.switches.has("--force"),
+        });
+        this.print(
+          r,
+          () => `deleted security group ${g.name} (detached from ${r.nics_detached} vNIC(s))`,
+        );
+        return;
+      }
+      case "sg rule":
+        await this.rule(args, p);
+        return;
+      case "sg attach":
+      case "sg detach": {
+        if (args.length !== 2) throw new UsageError(`${key}: expected a group and a vNIC`);
+        const [group, nic] = args;
+        const req = { security_group_id: group, nic_id: nic };
+        if (verb === "attach") {
+          const r = await this.call("AttachSecurityGroup", req);
+          this.print(
+            r,
+            () =>
+              r.attached
+                ? `attached security group ${group} to vNIC ${nic}`
+                : `security group ${group} was already attached to vNIC ${nic}`,
+          );
+        } else {
+          const r = await this.call("DetachSecurityGroup", req);
+          this.print(
+            r,
+            () =>
+              r.detached
+                ? `detached security group ${group} from vNIC ${nic}`
+                : `security group ${group} was not attached to vNIC ${nic}`,
+          );
+        }
+        return;
+      }
       case "watch":
         await this.watch(args, one(p, "--count"));
         return;
       default:
         throw new UsageError(`unknown command "${p.positional.join(" ")}"`);
     }
+  }
+
+  /** `sg rule add GROUP …` and `sg rule remove RULE_ID`. */
+  async rule(args: string[], p: Parsed): Promise<void> {
+    const [verb, ...rest] = args;
+    if (verb === "add") {
+      if (rest.length !== 1) throw new UsageError("sg rule add: expected one group ID or NAME");
+      const ports = portRange(one(p, "--port"));
+      const rule = await this.call("AddSecurityGroupRule", {
+        security_group_id: rest[0],
+        direction: choice("--direction", one(p, "--direction"), DIRECTIONS),
+        protocol: choice("--protocol", one(p, "--protocol"), PROTOCOLS),
+        port_start: ports.start,
+        port_end: ports.end,
+        cidr: one(p, "--cidr") ?? "",
+        description: one(p, "--description") ?? "",
+      });
+      this.print(rule, () => showRules([rule], NO_HITS_YET));
+      return;
+    }
+    if (verb === "remove") {
+      if (rest.length !== 1) throw new UsageError("sg rule remove: expected one RULE_ID");
+      const r = await this.call("RemoveSecurityGroupRule", { rule_id: rest[0] });
+      this.print(r, () => `removed rule ${rest[0]}`);
+      return;
+    }
+    throw new UsageError(`unknown command "sg rule ${verb ?? ""}"`);
   }
 
   async watch(kinds: string[], countText: string | undefined): Promise<void> {
@@ -414,6 +613,45 @@ function showNic(n: Nic): string {
     ["created_at", n.created_at],
     ["updated_at", n.updated_at],
   ]);
+}
+
+/** Hits of rules that were just created: none. */
+const NO_HITS_YET: ReadonlyMap<string, number> = new Map();
+
+function ports(r: SecurityGroupRule): string {
+  if (r.port_start === 0) return "any";
+  return r.port_end === r.port_start ? String(r.port_start) : `${r.port_start}-${r.port_end}`;
+}
+
+function showRules(rules: SecurityGroupRule[], hits: ReadonlyMap<string, number> | null): string {
+  return table(
+    ["RULE", "DIRECTION", "PROTOCOL", "PORTS", "CIDR", "HITS", "DESCRIPTION"],
+    rules.map((r) => [
+      r.id,
+      r.direction.replace(/^RULE_DIRECTION_/, "").toLowerCase(),
+      r.protocol.replace(/^RULE_PROTOCOL_/, "").toLowerCase(),
+      ports(r),
+      r.cidr || "any",
+      hits ? String(hits.get(r.id) ?? 0) : "-",
+      r.description || "-",
+    ]),
+  );
+}
+
+function showGroup(g: SecurityGroup, hits: ReadonlyMap<string, number> | null): string {
+  return [
+    fields([
+      ["name", g.name],
+      ["id", g.id],
+      ["description", g.description || "-"],
+      ["nic_count", String(g.nic_count)],
+      ["created_at", g.created_at],
+      ["updated_at", g.updated_at],
+    ]),
+    "",
+    showRules(g.rules, hits),
+    ...(hits ? [] : ["(hits unknown: the data plane is not connected)"]),
+  ].join("\n");
 }
 
 function showEvent(kind: "nic" | "network", e: NicEvent | NetworkEvent): string {

@@ -27,7 +27,11 @@ import * as protoLoader from "@grpc/proto-loader";
 /** Directory of the `.proto` files. */
 export const PROTO_DIR: string = new URL("../proto/", import.meta.url).pathname;
 /** The contract files, relative to {@link PROTO_DIR}. */
-export const PROTO_FILES: readonly string[] = ["mvirt_net.proto", "health.proto"];
+export const PROTO_FILES: readonly string[] = [
+  "mvirt_net.proto",
+  "health.proto",
+  "diagnostics.proto",
+];
 
 /** Loader options; see the module documentation for why each is set. */
 export const LOADER_OPTIONS: protoLoader.Options = {
@@ -41,14 +45,17 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 
 /** Fully qualified name of the main service. */
 export const NET_SERVICE_NAME = "mvirt.net.NetService";
+/** Fully qualified name of the diagnostics service (counters; not part of the contract). */
+export const DIAG_SERVICE_NAME = "mvirt.net.diag.Diagnostics";
 /** Fully qualified name of the health service. */
 export const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
 
-/** The loaded contract: the package definition (for reflection) and both services. */
+/** The loaded contract: the package definition (for reflection) and the services. */
 export interface Contract {
   packageDefinition: protoLoader.PackageDefinition;
   NetService: grpc.ServiceClientConstructor;
   Health: grpc.ServiceClientConstructor;
+  Diagnostics: grpc.ServiceClientConstructor;
 }
 
 let cached: Contract | null = null;
@@ -63,10 +70,12 @@ export function loadContract(): Contract {
   const root = grpc.loadPackageDefinition(packageDefinition);
   const net = (root.mvirt as grpc.GrpcObject).net as grpc.GrpcObject;
   const health = ((root.grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
+  const diag = net.diag as grpc.GrpcObject;
   cached = {
     packageDefinition,
     NetService: net.NetService as grpc.ServiceClientConstructor,
     Health: health.Health as grpc.ServiceClientConstructor,
+    Diagnostics: diag.Diagnostics as grpc.ServiceClientConstructor,
   };
   return cached;
 }

@@ -4,6 +4,52 @@
 
 import type * as grpc from "@grpc/grpc-js";
 
+export interface GetNicCountersRequest {
+  nic: string;
+}
+
+export interface Counter {
+  name: string;
+  value: number;
+}
+
+export interface NicCounters {
+  nic_id: string;
+  counters: Counter[];
+}
+
+export interface GetSecurityGroupHitsRequest {
+  security_group: string;
+}
+
+export interface RuleHits {
+  rule_id: string;
+  hits: number;
+}
+
+export interface SecurityGroupHits {
+  security_group_id: string;
+  rules: RuleHits[];
+  nics_counted: number;
+  nics_missing: string[];
+}
+
+/** Server handlers of `Diagnostics`. */
+export interface DiagnosticsHandlers extends grpc.UntypedServiceImplementation {
+  GetNicCounters: grpc.handleUnaryCall<GetNicCountersRequest, NicCounters>;
+  GetSecurityGroupHits: grpc.handleUnaryCall<GetSecurityGroupHitsRequest, SecurityGroupHits>;
+}
+
+/** Request and response type of each method of `Diagnostics`. */
+export interface DiagnosticsMethods {
+  GetNicCounters: { request: GetNicCountersRequest; response: NicCounters; responseStream: false };
+  GetSecurityGroupHits: {
+    request: GetSecurityGroupHitsRequest;
+    response: SecurityGroupHits;
+    responseStream: false;
+  };
+}
+
 export type NicState =
   | "NIC_STATE_UNSPECIFIED"
   | "NIC_STATE_CREATED"

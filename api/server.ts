@@ -1,11 +1,18 @@
 /**
- * The gRPC server of the api process: `mvirt.net.NetService`, `grpc.health.v1.Health` and
- * server reflection, over the {@link Store} and the dataplane link.
+ * The gRPC server of the api process: `mvirt.net.NetService`, `mvirt.net.diag.Diagnostics`
+ * (counters), `grpc.health.v1.Health` and server reflection, over the {@link Store} and the
+ * dataplane link.
  *
  * Every mutation commits to the store first and publishes its Watch event right after the
  * commit, in the same turn of the event loop, so watchers see changes in commit order. vNIC
  * state comes from the dataplane's reports (kept in memory; CREATED until a report says
  * otherwise).
+ *
+ * Security groups: every change of what a vNIC allows (a rule added or removed, a group
+ * attached, detached or deleted) is pushed to the dataplane as an UpsertNic of each affected
+ * vNIC, carrying the union of its rules, before the call answers; each push is computed from
+ * the store right when it is sent, so pushes of concurrent calls can never apply an older rule
+ * set after a newer one.
  *
  * @example
  * ```ts
@@ -18,6 +25,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { formatListen, type ListenAddress } from "../daemon/config.ts";
+import { childSocketGroup, ensureSafeUmask, shareSocket } from "../daemon/socket_access.ts";
 import type { Logger } from "../daemon/log.ts";
 import type { NicStateName, NicStatus } from "../daemon/protocol.ts";
 import { RemoteError } from "../daemon/ipc.ts";
@@ -25,8 +33,9 @@ import { type DataplaneLink, DataplaneUnavailable } from "./dataplane_link.ts";
 import { ApiError, Status } from "./errors.ts";
 import { cryptoRandom, type RandomBytes } from "./allocate.ts";
 import { limitStreamsPerConnection } from "./http2_guard.ts";
-import { HEALTH_SERVICE_NAME, loadContract, NET_SERVICE_NAME } from "./proto.ts";
+import { DIAG_SERVICE_NAME, HEALTH_SERVICE_NAME, loadContract, NET_SERVICE_NAME } from "./proto.ts";
 import type {
+  DiagnosticsHandlers,
   HealthCheckResponse_ServingStatus,
   HealthHandlers,
   NetServiceHandlers,
@@ -36,13 +45,16 @@ import type {
   NicEvent,
   NicState,
 } from "./proto_types.ts";
-import { desiredNic, isUniqueViolation, type NicRecord, type Store } from "./store.ts";
+import { isUniqueViolation, type NicRecord, type Store } from "./store.ts";
 import {
+  parseDescription,
   parseDnsServers,
+  parseName,
   parseNtpServers,
   parseUuid,
   validateNetwork,
   validateNicSpec,
+  validateRule,
 } from "./validate.ts";
 import { WatchHub } from "./watch.ts";
 import denoJson from "../deno.json" with { type: "json" };
@@ -58,8 +70,14 @@ export function nicSocketPath(socketDir: string, nicId: string): string {
 /** What the server needs of the dataplane link (the real {@link DataplaneLink} in production). */
 export type NicLink = Pick<
   DataplaneLink,
-  "connected" | "upsertNetwork" | "removeNetwork" | "upsertNic" | "removeNic"
+  "connected" | "upsertNetwork" | "removeNetwork" | "upsertNic" | "removeNic" | "nicCounters"
 >;
+
+/**
+ * Prefix of the dataplane counter of one rule: `sg_rule_hit_<rule id>` counts the packets
+ * that rule allowed on the vNIC.
+ */
+export const RULE_HIT_COUNTER_PREFIX = "sg_rule_hit_";
 
 /** Options of {@link ApiServer}. */
 export interface ApiServerOptions {
@@ -110,6 +128,7 @@ export class ApiServer {
     const contract = loadContract();
     this.#server = new grpc.Server();
     this.#server.addService(contract.NetService.service, this.#netHandlers());
+    this.#server.addService(contract.Diagnostics.service, this.#diagHandlers());
     this.#server.addService(contract.Health.service, this.#healthHandlers());
     new ReflectionService(contract.packageDefinition).addToServer(this.#server);
   }
@@ -140,9 +159,16 @@ export class ApiServer {
     this.#nicWatch.publish({ nic_id: rec.id, timestamp: Date.now(), nic: this.#toNic(rec) });
   }
 
-  /** Binds `addr`; resolves with the bound port (0 for a Unix socket). */
-  async listen(addr: ListenAddress): Promise<number> {
-    if (addr.kind === "unix") await removeStaleSocket(addr.path);
+  /** Binds `addr`; resolves with the bound port (0 for a Unix socket). A Unix socket gets
+   * mode 0660 and `socketGroup` (default: the daemon's `--socket-group`). */
+  async listen(
+    addr: ListenAddress,
+    socketGroup: number | null = childSocketGroup(),
+  ): Promise<number> {
+    if (addr.kind === "unix") {
+      ensureSafeUmask();
+      await removeStaleSocket(addr.path);
+    }
     const target = formatListen(addr);
     const port = await new Promise<number>((resolve, reject) =>
       this.#server.bindAsync(
@@ -151,6 +177,8 @@ export class ApiServer {
         (err, p) => err ? reject(err) : resolve(p),
       )
     );
+    // Born connectable by the daemon user only (umask); now open it to the clients' group.
+    if (addr.kind === "unix") shareSocket(addr.path, socketGroup);
     limitStreamsPerConnection(this.#server);
     return port;
   }
@@ -200,6 +228,33 @@ export class ApiServer {
     });
   }
 
+  /**
+   * Sends each vNIC's current desired state (rules included) to the dataplane and waits for
+   * the answers. Failures are logged: the store is the truth and the next sync repairs them.
+   */
+  async #pushNics(ids: string[], why: string): Promise<void> {
+    const { store, link } = this.#opts;
+    // Read and send in one synchronous stretch per vNIC, so the frames leave in commit order.
+    const pushes = ids.flatMap((id) => {
+      let rec: NicRecord;
+      try {
+        rec = store.getNic(id);
+      } catch (e) {
+        if (!(e instanceof ApiError)) throw e;
+        return []; // Deleted meanwhile: its RemoveNic covers it.
+      }
+      return [
+        link.upsertNic(store.desiredNic(rec, this.socketPath(id))).catch((e) =>
+          this.#log.warn(`${why} not pushed to the dataplane; the next sync applies it`, {
+            id,
+            error: e as Error,
+          })
+        ),
+      ];
+    });
+    await Promise.all(pushes);
+  }
+
   /** Wraps a handler: peer as audit actor, errors mapped to gRPC statuses. */
   #unary<Req, Res>(name: string, fn: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
@@ -235,13 +290,6 @@ export class ApiServer {
 
   #netHandlers(): NetServiceHandlers {
     const { store, link, mtu } = this.#opts;
-    const unimplemented = (name: string) =>
-      this.#unary(name, () => {
-        throw new ApiError(
-          Status.UNIMPLEMENTED,
-          `${name}: security groups are not implemented yet by this mvirt-net`,
-        );
-      });
     const pushNetwork = async (net: Network) => {
       try {
         await link.upsertNetwork(store.desiredNetwork(net, mtu));
@@ -301,7 +349,7 @@ export class ApiServer {
         const path = this.socketPath(rec.id);
         let confirmed: NicRecord;
         try {
-          await link.upsertNic(desiredNic(rec, path));
+          await link.upsertNic(store.desiredNic(rec, path));
           confirmed = store.confirmNic(rec.id);
         } catch (e) {
           store.abandonNic(rec.id, actor, (e as Error).message);
@@ -342,7 +390,7 @@ export class ApiServer {
         );
         this.#publishNic(rec.id, rec);
         try {
-          await link.upsertNic(desiredNic(rec, this.socketPath(rec.id)));
+          await link.upsertNic(store.desiredNic(rec, this.socketPath(rec.id)));
         } catch (e) {
           this.#log.warn("routes not pushed to the dataplane; the next sync applies them", {
             id: rec.id,
@@ -372,7 +420,7 @@ export class ApiServer {
         const rec = store.getNic(parseUuid("id", req.id));
         const path = this.socketPath(rec.id);
         try {
-          const st = await link.upsertNic(desiredNic(rec, path));
+          const st = await link.upsertNic(store.desiredNic(rec, path));
           const what = st.state === "ACTIVE"
             ? "a VMM is connected and the guest driver is up"
             : st.state === "CREATED"
@@ -388,28 +436,115 @@ export class ApiServer {
         }
       }),
 
-      CreateSecurityGroup: unimplemented("CreateSecurityGroup"),
-      GetSecurityGroup: unimplemented("GetSecurityGroup"),
-      ListSecurityGroups: unimplemented("ListSecurityGroups"),
-      DeleteSecurityGroup: unimplemented("DeleteSecurityGroup"),
-      AddSecurityGroupRule: unimplemented("AddSecurityGroupRule"),
-      RemoveSecurityGroupRule: unimplemented("RemoveSecurityGroupRule"),
-      AttachSecurityGroup: unimplemented("AttachSecurityGroup"),
-      DetachSecurityGroup: unimplemented("DetachSecurityGroup"),
+      CreateSecurityGroup: this.#unary(
+        "CreateSecurityGroup",
+        (req, actor) =>
+          store.createSecurityGroup(
+            parseName("name", req.name),
+            parseDescription("description", req.description),
+            actor,
+          ),
+      ),
+
+      GetSecurityGroup: this.#unary("GetSecurityGroup", (req) => {
+        if (req.identifier === "id") return store.getSecurityGroup(req.id ?? "");
+        if (req.identifier === "name") return store.getSecurityGroupByName(req.name ?? "");
+        throw new ApiError(Status.INVALID_ARGUMENT, "identifier: set id or name");
+      }),
+
+      ListSecurityGroups: this.#unary("ListSecurityGroups", () => ({
+        security_groups: store.listSecurityGroups(),
+      })),
+
+      DeleteSecurityGroup: this.#unary("DeleteSecurityGroup", async (req, actor) => {
+        const { nicIds } = store.deleteSecurityGroup(req.id, req.force, actor);
+        await this.#pushNics(nicIds, "security group deletion");
+        return { deleted: true, nics_detached: nicIds.length };
+      }),
+
+      AddSecurityGroupRule: this.#unary("AddSecurityGroupRule", async (req, actor) => {
+        const { rule, nicIds } = store.addSecurityGroupRule(validateRule(req), actor);
+        await this.#pushNics(nicIds, "new rule");
+        return rule;
+      }),
+
+      RemoveSecurityGroupRule: this.#unary("RemoveSecurityGroupRule", async (req, actor) => {
+        const { nicIds } = store.removeSecurityGroupRule(req.rule_id, actor);
+        await this.#pushNics(nicIds, "rule removal");
+        return { deleted: true };
+      }),
+
+      AttachSecurityGroup: this.#unary("AttachSecurityGroup", async (req, actor) => {
+        const r = store.attachSecurityGroup(req.nic_id, req.security_group_id, actor);
+        if (r.attached) await this.#pushNics([r.nic.id], "security group attachment");
+        return { attached: r.attached };
+      }),
+
+      DetachSecurityGroup: this.#unary("DetachSecurityGroup", async (req, actor) => {
+        const r = store.detachSecurityGroup(req.nic_id, req.security_group_id, actor);
+        if (r.detached) await this.#pushNics([r.nic.id], "security group detachment");
+        return { detached: r.detached };
+      }),
 
       WatchNics: (call) => this.#nicWatch.subscribe(call),
       WatchNetworks: (call) => this.#networkWatch.subscribe(call),
     };
   }
 
+  /** Diagnostics: counters read from the dataplane on each call (nothing is cached). */
+  #diagHandlers(): DiagnosticsHandlers {
+    const { store, link } = this.#opts;
+    return {
+      GetNicCounters: this.#unary("GetNicCounters", async (req) => {
+        const nic = store.resolveNic(req.nic, "nic");
+        const counters = await link.nicCounters(nic.id);
+        return {
+          nic_id: nic.id,
+          counters: Object.keys(counters).sort().map((name) => ({
+            name,
+            value: counters[name],
+          })),
+        };
+      }),
+
+      GetSecurityGroupHits: this.#unary("GetSecurityGroupHits", async (req) => {
+        const group = store.resolveSecurityGroup(req.security_group, "security_group");
+        const nicIds = store.securityGroupNicIds(group.id);
+        const hits = new Map(group.rules.map((r) => [r.id, 0]));
+        const missing: string[] = [];
+        await Promise.all(nicIds.map(async (id) => {
+          let counters: Record<string, number>;
+          try {
+            counters = await link.nicCounters(id);
+          } catch (e) {
+            // A vNIC being created or restarting has no counters yet; the others still count.
+            if (!(e instanceof RemoteError)) throw e;
+            missing.push(id);
+            return;
+          }
+          for (const [ruleId, n] of hits) {
+            hits.set(ruleId, n + (counters[`${RULE_HIT_COUNTER_PREFIX}${ruleId}`] ?? 0));
+          }
+        }));
+        return {
+          security_group_id: group.id,
+          rules: [...hits].map(([rule_id, n]) => ({ rule_id, hits: n })),
+          nics_counted: nicIds.length - missing.length,
+          nics_missing: missing.sort(),
+        };
+      }),
+    };
+  }
+
   /**
-   * Health: the process (service "") serves while it runs; `mvirt.net.NetService` serves only
-   * while the dataplane is connected, because without it no vNIC can be created.
+   * Health: the process (service "") serves while it runs; `mvirt.net.NetService` and
+   * `mvirt.net.diag.Diagnostics` serve only while the dataplane is connected, because without
+   * it no vNIC can be created and no counter read.
    */
   #healthHandlers(): HealthHandlers {
     const status = (service: string): HealthCheckResponse_ServingStatus => {
       if (service === "" || service === HEALTH_SERVICE_NAME) return "SERVING";
-      if (service === NET_SERVICE_NAME) {
+      if (service === NET_SERVICE_NAME || service === DIAG_SERVICE_NAME) {
         return this.#opts.link.connected ? "SERVING" : "NOT_SERVING";
       }
       return "SERVICE_UNKNOWN";

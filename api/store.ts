@@ -1,6 +1,7 @@
 /**
  * The api's desired state in SQLite (`node:sqlite`): networks, vNICs, their addresses and
- * routed prefixes, and an audit log of every change.
+ * routed prefixes, security groups with their rules and their attachments to vNICs, and an
+ * audit log of every change.
  *
  * Durability: WAL with `synchronous=FULL`, so a commit survives a crash of the process or the
  * machine; every mutation runs in one `BEGIN IMMEDIATE` transaction, so a crash leaves either
@@ -11,6 +12,10 @@
  * by a crash is removed at the next start ({@link Store.purgePending}), so "CreateNic failed
  * half-way" never survives.
  *
+ * Security groups: a rule belongs to one group and goes with it; an attachment links a vNIC
+ * and a group and goes with either (so also with the vNIC's network). The dataplane sees a
+ * vNIC with the ids of its groups and the union of their rules ({@link Store.desiredNic}).
+ *
  * @example
  * ```ts
  * const store = Store.open("/var/lib/mvirt-net/mvirt-net.db");
@@ -20,12 +25,13 @@
  */
 
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
-import type { DesiredNetwork, DesiredNic } from "../daemon/protocol.ts";
+import type { DesiredNetwork, DesiredNic, DesiredRule } from "../daemon/protocol.ts";
 import { ApiError, invalid, notFound, Status } from "./errors.ts";
 import { lowestFreeIpv4, type RandomBytes, randomFreeIpv6, randomMac } from "./allocate.ts";
-import type { Network, Nic } from "./proto_types.ts";
+import type { Network, Nic, SecurityGroup, SecurityGroupRule } from "./proto_types.ts";
 import {
   type Cidr,
+  DIRECTION_API_NAMES,
   type Family,
   formatIp,
   isUuid,
@@ -37,6 +43,8 @@ import {
   parseIp,
   parseRoutedPrefixes,
   parseUuid,
+  PROTOCOL_API_NAMES,
+  type RuleSpec,
 } from "./validate.ts";
 
 /** A vNIC as stored: everything of the API's Nic except what the dataplane reports. */
@@ -51,7 +59,8 @@ export interface AuditEntry {
   actor: string;
   /** What was done, e.g. `nic.create`. */
   action: string;
-  objectKind: "network" | "nic";
+  /** Rule changes and attachments are entries of their security group. */
+  objectKind: "network" | "nic" | "security_group";
   objectId: string;
   detail: Record<string, unknown>;
 }
@@ -118,6 +127,36 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX audit_by_object ON audit_log(object_id);
   `,
+  `
+  CREATE TABLE security_groups (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+  ) STRICT;
+  CREATE TABLE security_group_rules (
+    id                TEXT PRIMARY KEY,
+    security_group_id TEXT NOT NULL REFERENCES security_groups(id) ON DELETE CASCADE,
+    direction         TEXT NOT NULL CHECK (direction IN ('INGRESS', 'EGRESS')),
+    protocol          TEXT NOT NULL CHECK (protocol IN ('ALL', 'TCP', 'UDP', 'ICMP', 'ICMPV6')),
+    port_start        INTEGER NOT NULL CHECK (port_start BETWEEN 0 AND 65535),
+    port_end          INTEGER NOT NULL CHECK (port_end BETWEEN port_start AND 65535),
+    cidr              TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL,
+    CHECK (protocol IN ('TCP', 'UDP') OR (port_start = 0 AND port_end = 0)),
+    UNIQUE (security_group_id, direction, protocol, port_start, port_end, cidr)
+  ) STRICT;
+  CREATE TABLE nic_security_groups (
+    nic_id            TEXT NOT NULL REFERENCES nics(id) ON DELETE CASCADE,
+    security_group_id TEXT NOT NULL REFERENCES security_groups(id) ON DELETE CASCADE,
+    attached_at       TEXT NOT NULL,
+    PRIMARY KEY (nic_id, security_group_id)
+  ) STRICT;
+  CREATE INDEX nic_security_groups_by_group ON nic_security_groups(security_group_id);
+  `,
 ];
 
 /** The schema version this code writes. */
@@ -125,6 +164,13 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 
 /** Time a writer waits for another connection's lock before SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5000;
+/**
+ * Most rules in one security group, and most groups on one vNIC: the dataplane checks a
+ * vNIC's rules in turn for every new flow, so the union must stay small.
+ */
+export const MAX_RULES_PER_GROUP = 256;
+/** See {@link MAX_RULES_PER_GROUP}. */
+export const MAX_GROUPS_PER_NIC = 16;
 /** How often a MAC collision is retried (five random bytes: practically never). */
 const MAC_ATTEMPTS = 8;
 // node:sqlite error codes (extended result codes).
@@ -153,6 +199,63 @@ interface NicRow {
   created_at: string;
   updated_at: string;
 }
+
+interface GroupRow {
+  id: string;
+  name: string;
+  description: string;
+  created_at: string;
+  updated_at: string;
+  nic_count: number;
+}
+
+interface RuleRow {
+  id: string;
+  security_group_id: string;
+  direction: DesiredRule["direction"];
+  protocol: DesiredRule["protocol"];
+  port_start: number;
+  port_end: number;
+  cidr: string;
+  description: string;
+  created_at: string;
+  updated_at: string;
+}
+
+function toRule(r: RuleRow): SecurityGroupRule {
+  return {
+    id: r.id,
+    security_group_id: r.security_group_id,
+    direction: DIRECTION_API_NAMES[r.direction],
+    protocol: PROTOCOL_API_NAMES[r.protocol],
+    port_start: r.port_start,
+    port_end: r.port_end,
+    cidr: r.cidr,
+    description: r.description,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+  };
+}
+
+function toDesiredRule(r: RuleRow): DesiredRule {
+  return {
+    id: r.id,
+    securityGroupId: r.security_group_id,
+    direction: r.direction,
+    protocol: r.protocol,
+    portStart: r.port_start,
+    portEnd: r.port_end,
+    cidr: r.cidr,
+  };
+}
+
+/** Rules in the order they were added (rowid breaks ties within one millisecond). */
+const RULE_ORDER = "created_at, rowid";
+
+const GROUP_SELECT = `
+  SELECT g.*, (SELECT COUNT(*) FROM nic_security_groups a JOIN nics n ON n.id = a.nic_id
+               WHERE a.security_group_id = g.id AND n.pending = 0) AS nic_count
+  FROM security_groups g`;
 
 function now(): string {
   return new Date().toISOString();
@@ -419,7 +522,10 @@ export class Store {
         );
       }
       for (const nicId of nicIds) {
-        this.#audit(actor, "nic.delete", "nic", nicId, { reason: "network deleted with force" });
+        this.#audit(actor, "nic.delete", "nic", nicId, {
+          reason: "network deleted with force",
+          security_groups_detached: this.#groupIdsOf(nicId),
+        });
       }
       this.#db.prepare("DELETE FROM networks WHERE id = ?").run(net.id);
       this.#audit(actor, "network.delete", "network", net.id, { force, nicsDeleted: nicIds });
@@ -693,13 +799,296 @@ export class Store {
   deleteNic(id: string, actor: string): NicRecord {
     return this.#tx(() => {
       const nic = this.getNic(id);
+      const groups = this.#groupIdsOf(nic.id);
       this.#db.prepare("DELETE FROM nics WHERE id = ?").run(nic.id);
-      this.#audit(actor, "nic.delete", "nic", nic.id, { nic });
+      this.#audit(actor, "nic.delete", "nic", nic.id, { nic, security_groups_detached: groups });
       return nic;
     });
   }
 
+  /** A visible vNIC by id or name; NOT_FOUND otherwise. */
+  resolveNic(ref: string, field = "nic_id"): NicRecord {
+    if (ref === "") throw invalid(field, ref, "must name a vNIC (UUID or name)");
+    return isUuid(ref) ? this.getNic(ref) : this.getNicByName(ref);
+  }
+
+  // ---- security groups ----
+
+  #groupRow(where: string, arg: string): SecurityGroup | null {
+    const r = this.#db.prepare(`${GROUP_SELECT} WHERE ${where}`).get(arg) as GroupRow | undefined;
+    if (!r) return null;
+    const rules = this.#db.prepare(
+      `SELECT * FROM security_group_rules WHERE security_group_id = ? ORDER BY ${RULE_ORDER}`,
+    ).all(r.id) as unknown as RuleRow[];
+    return {
+      id: r.id,
+      name: r.name,
+      description: r.description,
+      rules: rules.map(toRule),
+      nic_count: r.nic_count,
+      created_at: r.created_at,
+      updated_at: r.updated_at,
+    };
+  }
+
+  /** A security group by id; NOT_FOUND otherwise. */
+  getSecurityGroup(id: string): SecurityGroup {
+    const g = this.#groupRow("g.id = ?", parseUuid("id", id));
+    if (!g) throw notFound("security group", id);
+    return g;
+  }
+
+  /** A security group by name; NOT_FOUND otherwise. */
+  getSecurityGroupByName(name: string): SecurityGroup {
+    const g = this.#groupRow("g.name = ?", name);
+    if (!g) throw notFound("security group", name);
+    return g;
+  }
+
+  /** A security group by id or name; NOT_FOUND otherwise. */
+  resolveSecurityGroup(ref: string, field = "security_group_id"): SecurityGroup {
+    if (ref === "") throw invalid(field, ref, "must name a security group (UUID or name)");
+    return isUuid(ref) ? this.getSecurityGroup(ref) : this.getSecurityGroupByName(ref);
+  }
+
+  /** Every security group, by name. */
+  listSecurityGroups(): SecurityGroup[] {
+    const ids = this.#db.prepare("SELECT id FROM security_groups ORDER BY name").all() as Array<
+      { id: string }
+    >;
+    return ids.map((r) => this.#groupRow("g.id = ?", r.id)!);
+  }
+
+  /** Stores a security group (name already validated); ALREADY_EXISTS for a taken name. */
+  createSecurityGroup(name: string, description: string, actor: string): SecurityGroup {
+    return this.#tx(() => {
+      if (this.#groupRow("g.name = ?", name)) {
+        throw new ApiError(
+          Status.ALREADY_EXISTS,
+          `name: a security group named ${JSON.stringify(name)} exists`,
+        );
+      }
+      const id = crypto.randomUUID();
+      const t = now();
+      this.#db.prepare(
+        "INSERT INTO security_groups (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+      ).run(id, name, description, t, t);
+      const group = this.#groupRow("g.id = ?", id)!;
+      this.#audit(actor, "security_group.create", "security_group", id, { security_group: group });
+      return group;
+    });
+  }
+
+  /** Ids of the visible vNICs a group is attached to. */
+  #nicIdsOf(groupId: string): string[] {
+    return (this.#db.prepare(
+      `SELECT a.nic_id FROM nic_security_groups a JOIN nics n ON n.id = a.nic_id
+       WHERE a.security_group_id = ? AND n.pending = 0 ORDER BY a.nic_id`,
+    ).all(groupId) as Array<{ nic_id: string }>).map((r) => r.nic_id);
+  }
+
+  /** Ids of the groups attached to a vNIC, in attachment order. */
+  #groupIdsOf(nicId: string): string[] {
+    return (this.#db.prepare(
+      `SELECT security_group_id FROM nic_security_groups WHERE nic_id = ?
+       ORDER BY attached_at, security_group_id`,
+    ).all(nicId) as Array<{ security_group_id: string }>).map((r) => r.security_group_id);
+  }
+
+  /** Ids of the vNICs a security group (by id or name) is attached to. */
+  securityGroupNicIds(ref: string): string[] {
+    return this.#nicIdsOf(this.resolveSecurityGroup(ref).id);
+  }
+
+  /**
+   * Deletes a security group (by id or name) and its rules. Attached to vNICs and without
+   * `force`: FAILED_PRECONDITION. With `force` it is detached from them in the same
+   * transaction. Returns the ids of the vNICs it was detached from.
+   */
+  deleteSecurityGroup(
+    ref: string,
+    force: boolean,
+    actor: string,
+  ): { group: SecurityGroup; nicIds: string[] } {
+    return this.#tx(() => {
+      const group = this.resolveSecurityGroup(ref, "id");
+      const nicIds = this.#nicIdsOf(group.id);
+      if (nicIds.length > 0 && !force) {
+        throw new ApiError(
+          Status.FAILED_PRECONDITION,
+          `id: security group ${JSON.stringify(group.name)} is attached to ${nicIds.length} ` +
+            `vNIC(s) (nic_count ${group.nic_count}); detach it first or pass force`,
+        );
+      }
+      this.#db.prepare("DELETE FROM security_groups WHERE id = ?").run(group.id);
+      this.#audit(actor, "security_group.delete", "security_group", group.id, {
+        force,
+        security_group: group,
+        nics_detached: nicIds,
+      });
+      return { group, nicIds };
+    });
+  }
+
+  /**
+   * Adds a validated rule to its group. ALREADY_EXISTS for a rule with the same match in the
+   * group; RESOURCE_EXHAUSTED beyond {@link MAX_RULES_PER_GROUP}. Returns the rule and the
+   * vNICs whose rule set changed.
+   */
+  addSecurityGroupRule(
+    spec: RuleSpec,
+    actor: string,
+  ): { rule: SecurityGroupRule; nicIds: string[] } {
+    return this.#tx(() => {
+      const group = this.resolveSecurityGroup(spec.groupRef);
+      if (group.rules.length >= MAX_RULES_PER_GROUP) {
+        throw new ApiError(
+          Status.RESOURCE_EXHAUSTED,
+          `security_group_id: security group ${JSON.stringify(group.name)} has ` +
+            `${group.rules.length} rules, the most a group may have (${MAX_RULES_PER_GROUP})`,
+        );
+      }
+      const same = this.#db.prepare(
+        `SELECT id FROM security_group_rules WHERE security_group_id = ? AND direction = ?
+         AND protocol = ? AND port_start = ? AND port_end = ? AND cidr = ?`,
+      ).get(
+        group.id,
+        spec.direction,
+        spec.protocol,
+        spec.portStart,
+        spec.portEnd,
+        spec.cidr,
+      ) as { id: string } | undefined;
+      if (same) {
+        throw new ApiError(
+          Status.ALREADY_EXISTS,
+          `rule: security group ${JSON.stringify(group.name)} already has rule ${same.id} ` +
+            "with the same direction, protocol, ports and cidr",
+        );
+      }
+      const id = crypto.randomUUID();
+      const t = now();
+      this.#db.prepare(
+        `INSERT INTO security_group_rules (id, security_group_id, direction, protocol,
+           port_start, port_end, cidr, description, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        id,
+        group.id,
+        spec.direction,
+        spec.protocol,
+        spec.portStart,
+        spec.portEnd,
+        spec.cidr,
+        spec.description,
+        t,
+        t,
+      );
+      this.#db.prepare("UPDATE security_groups SET updated_at = ? WHERE id = ?").run(t, group.id);
+      const rule = toRule(
+        this.#db.prepare("SELECT * FROM security_group_rules WHERE id = ?").get(
+          id,
+        ) as unknown as RuleRow,
+      );
+      this.#audit(actor, "security_group.rule.add", "security_group", group.id, { rule });
+      return { rule, nicIds: this.#nicIdsOf(group.id) };
+    });
+  }
+
+  /** Removes a rule by id; NOT_FOUND when absent. Returns it and the vNICs affected. */
+  removeSecurityGroupRule(
+    ruleId: string,
+    actor: string,
+  ): { rule: SecurityGroupRule; nicIds: string[] } {
+    return this.#tx(() => {
+      const row = this.#db.prepare("SELECT * FROM security_group_rules WHERE id = ?")
+        .get(parseUuid("rule_id", ruleId)) as unknown as RuleRow | undefined;
+      if (!row) throw notFound("security group rule", ruleId);
+      const rule = toRule(row);
+      this.#db.prepare("DELETE FROM security_group_rules WHERE id = ?").run(row.id);
+      this.#db.prepare("UPDATE security_groups SET updated_at = ? WHERE id = ?").run(
+        now(),
+        row.security_group_id,
+      );
+      this.#audit(actor, "security_group.rule.remove", "security_group", row.security_group_id, {
+        rule,
+      });
+      return { rule, nicIds: this.#nicIdsOf(row.security_group_id) };
+    });
+  }
+
+  /**
+   * Attaches a group to a vNIC (both by id or name). Already attached: nothing changes and
+   * `attached` is false. RESOURCE_EXHAUSTED beyond {@link MAX_GROUPS_PER_NIC}.
+   */
+  attachSecurityGroup(
+    nicRef: string,
+    groupRef: string,
+    actor: string,
+  ): { attached: boolean; nic: NicRecord; group: SecurityGroup } {
+    return this.#tx(() => {
+      const nic = this.resolveNic(nicRef);
+      const group = this.resolveSecurityGroup(groupRef);
+      const groups = this.#groupIdsOf(nic.id);
+      if (groups.includes(group.id)) return { attached: false, nic, group };
+      if (groups.length >= MAX_GROUPS_PER_NIC) {
+        throw new ApiError(
+          Status.RESOURCE_EXHAUSTED,
+          `nic_id: vNIC ${
+            JSON.stringify(nic.name || nic.id)
+          } already has ${groups.length} security ` +
+            `groups, the most a vNIC may have (${MAX_GROUPS_PER_NIC})`,
+        );
+      }
+      this.#db.prepare(
+        "INSERT INTO nic_security_groups (nic_id, security_group_id, attached_at) VALUES (?, ?, ?)",
+      ).run(nic.id, group.id, now());
+      this.#audit(actor, "security_group.attach", "security_group", group.id, { nic_id: nic.id });
+      return { attached: true, nic, group };
+    });
+  }
+
+  /** Detaches a group from a vNIC. Not attached: nothing changes and `detached` is false. */
+  detachSecurityGroup(
+    nicRef: string,
+    groupRef: string,
+    actor: string,
+  ): { detached: boolean; nic: NicRecord; group: SecurityGroup } {
+    return this.#tx(() => {
+      const nic = this.resolveNic(nicRef);
+      const group = this.resolveSecurityGroup(groupRef);
+      const r = this.#db.prepare(
+        "DELETE FROM nic_security_groups WHERE nic_id = ? AND security_group_id = ?",
+      ).run(nic.id, group.id);
+      if (r.changes === 0) return { detached: false, nic, group };
+      this.#audit(actor, "security_group.detach", "security_group", group.id, { nic_id: nic.id });
+      return { detached: true, nic, group };
+    });
+  }
+
   // ---- dataplane view ----
+
+  /** A vNIC as the dataplane needs it: with its groups and the union of their rules. */
+  desiredNic(nic: NicRecord, socketPath: string): DesiredNic {
+    const rules = this.#db.prepare(
+      `SELECT r.* FROM nic_security_groups a
+       JOIN security_group_rules r ON r.security_group_id = a.security_group_id
+       WHERE a.nic_id = ? ORDER BY a.attached_at, a.security_group_id, r.created_at, r.rowid`,
+    ).all(nic.id) as unknown as RuleRow[];
+    return {
+      id: nic.id,
+      name: nic.name,
+      networkId: nic.network_id,
+      mac: nic.mac_address,
+      ipv4: nic.ipv4_address,
+      ipv6: nic.ipv6_address,
+      routedIpv4Prefixes: nic.routed_ipv4_prefixes,
+      routedIpv6Prefixes: nic.routed_ipv6_prefixes,
+      socketPath,
+      securityGroupIds: this.#groupIdsOf(nic.id),
+      rules: rules.map(toDesiredRule),
+    };
+  }
 
   /** A network as the dataplane needs it. */
   desiredNetwork(net: Network, mtu: number): DesiredNetwork {
@@ -724,26 +1113,9 @@ export class Store {
       .all() as unknown as NicRow[];
     return {
       networks: this.listNetworks().map((n) => this.desiredNetwork(n, mtu)),
-      nics: rows.map((r) => desiredNic(this.#nicRecord(r), socketPath(r.id))),
+      nics: rows.map((r) => this.desiredNic(this.#nicRecord(r), socketPath(r.id))),
     };
   }
-}
-
-/** A vNIC as the dataplane needs it. */
-export function desiredNic(nic: NicRecord, socketPath: string): DesiredNic {
-  return {
-    id: nic.id,
-    name: nic.name,
-    networkId: nic.network_id,
-    mac: nic.mac_address,
-    ipv4: nic.ipv4_address,
-    ipv6: nic.ipv6_address,
-    routedIpv4Prefixes: nic.routed_ipv4_prefixes,
-    routedIpv6Prefixes: nic.routed_ipv6_prefixes,
-    socketPath,
-    securityGroupIds: [],
-    rules: [],
-  };
 }
 
 /** True when `e` is SQLite's UNIQUE or PRIMARY KEY violation (a race the checks missed). */

@@ -12,6 +12,10 @@
  *   loopback, multicast or reserved ranges.
  * - Names: 1-63 characters `[A-Za-z0-9._-]`, starting alphanumeric, and not shaped like a
  *   UUID (identifiers accept "UUID or name", so a UUID-shaped name would be ambiguous).
+ * - Security-group rules ({@link validateRule}): ports 1-65535 and only for TCP/UDP (0/0 is
+ *   any port, a lone port_start is one port); a CIDR of either family, IPv4 for ICMP and IPv6
+ *   for ICMPV6, since a rule that can never match is a mistake the user should hear of.
+ * - Descriptions: at most 255 characters and no control characters (they end up in tables).
  *
  * @example
  * ```ts
@@ -20,8 +24,9 @@
  * @module
  */
 
+import type { RuleDirectionName, RuleProtocolName } from "../daemon/protocol.ts";
 import { ApiError, invalid, Status } from "./errors.ts";
-import type { CreateNetworkRequest } from "./proto_types.ts";
+import type { CreateNetworkRequest, RuleDirection, RuleProtocol } from "./proto_types.ts";
 
 /** IP version. */
 export type Family = 4 | 6;
@@ -443,5 +448,157 @@ export function validateNicSpec(req: {
     ipv6: req.ipv6_address.trim(),
     routedIpv4: req.routed_ipv4_prefixes,
     routedIpv6: req.routed_ipv6_prefixes,
+  };
+}
+
+/** Longest description of a security group or a rule: room for a sentence, not a document. */
+export const MAX_DESCRIPTION_LENGTH = 255;
+/** Highest TCP/UDP port. */
+export const MAX_PORT = 65535;
+
+/** Checks a free-text description: bounded, printable (it ends up in tables and logs). */
+export function parseDescription(field: string, value: string): string {
+  if (value.length > MAX_DESCRIPTION_LENGTH) {
+    throw invalid(
+      field,
+      `${value.slice(0, 32)}…`,
+      `is ${value.length} characters; at most ${MAX_DESCRIPTION_LENGTH}`,
+    );
+  }
+  // deno-lint-ignore no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value)) {
+    throw invalid(field, value, "contains control characters (newlines, tabs, …)");
+  }
+  return value;
+}
+
+/** The API's enum names of a dataplane direction and protocol (answers carry these). */
+export const DIRECTION_API_NAMES: Record<RuleDirectionName, RuleDirection> = {
+  INGRESS: "RULE_DIRECTION_INGRESS",
+  EGRESS: "RULE_DIRECTION_EGRESS",
+};
+
+/** See {@link DIRECTION_API_NAMES}. */
+export const PROTOCOL_API_NAMES: Record<RuleProtocolName, RuleProtocol> = {
+  ALL: "RULE_PROTOCOL_ALL",
+  TCP: "RULE_PROTOCOL_TCP",
+  UDP: "RULE_PROTOCOL_UDP",
+  ICMP: "RULE_PROTOCOL_ICMP",
+  ICMPV6: "RULE_PROTOCOL_ICMPV6",
+};
+
+/** Inverse of a name table: API enum name -> dataplane name. */
+function inverse<K extends string, V extends string>(m: Record<K, V>): Map<string, K> {
+  return new Map(Object.entries(m).map(([k, v]) => [v as string, k as K]));
+}
+
+const DIRECTIONS = inverse(DIRECTION_API_NAMES);
+const PROTOCOLS = inverse(PROTOCOL_API_NAMES);
+
+/** Protocols whose rules may name ports. */
+const PORT_PROTOCOLS: ReadonlySet<RuleProtocolName> = new Set(["TCP", "UDP"]);
+/** Protocols that exist in one address family only: a CIDR of the other can never match. */
+const PROTOCOL_FAMILY: Partial<Record<RuleProtocolName, Family>> = { ICMP: 4, ICMPV6: 6 };
+
+/** A validated AddSecurityGroupRule request, in the dataplane's terms. */
+export interface RuleSpec {
+  /** The group as the client named it (id or name); the store resolves it. */
+  groupRef: string;
+  direction: RuleDirectionName;
+  protocol: RuleProtocolName;
+  /** 0/0: any port; otherwise 1 ≤ portStart ≤ portEnd ≤ 65535. */
+  portStart: number;
+  portEnd: number;
+  /** Normalised CIDR, or "" for any address. */
+  cidr: string;
+  description: string;
+}
+
+/** Parses a rule's remote CIDR of either family; a bare address means that one host. */
+export function parseRuleCidr(field: string, value: string): Cidr | null {
+  const text = value.trim();
+  if (text === "") return null;
+  const bare = text.includes("/") ? null : parseIp(text);
+  if (bare) return parseCidr(field, `${text}/${FAMILY_BITS[bare.family]}`, bare.family);
+  const family: Family = text.includes(":") ? 6 : 4;
+  return parseCidr(field, text, family);
+}
+
+/**
+ * Validates the fields of AddSecurityGroupRule. Ports: 0/0 is any port; a port_start with
+ * port_end 0 is that single port; otherwise a range 1-65535 with port_end ≥ port_start. Ports
+ * only for TCP and UDP. The CIDR (empty: any) must be of IPv4 for ICMP and of IPv6 for ICMPV6.
+ */
+export function validateRule(req: {
+  security_group_id: string;
+  direction: string;
+  protocol: string;
+  port_start: number;
+  port_end: number;
+  cidr: string;
+  description: string;
+}): RuleSpec {
+  if (req.security_group_id === "") {
+    throw invalid("security_group_id", "", "must name a security group (UUID or name)");
+  }
+  const direction = DIRECTIONS.get(String(req.direction));
+  if (!direction) {
+    throw invalid(
+      "direction",
+      req.direction,
+      "is not a rule direction; use RULE_DIRECTION_INGRESS or RULE_DIRECTION_EGRESS",
+    );
+  }
+  const protocol = PROTOCOLS.get(String(req.protocol));
+  if (!protocol) {
+    throw invalid(
+      "protocol",
+      req.protocol,
+      `is not a rule protocol; use one of ${[...PROTOCOLS.keys()].join(", ")}`,
+    );
+  }
+  const portStart = req.port_start;
+  let portEnd = req.port_end;
+  if (!PORT_PROTOCOLS.has(protocol)) {
+    if (portStart !== 0 || portEnd !== 0) {
+      const field = portStart !== 0 ? "port_start" : "port_end";
+      throw invalid(
+        field,
+        portStart !== 0 ? portStart : portEnd,
+        `is set but protocol ${req.protocol} has no ports; ports apply to TCP and UDP only`,
+      );
+    }
+  } else if (portStart !== 0 || portEnd !== 0) {
+    if (portStart === 0) {
+      throw invalid(
+        "port_start",
+        0,
+        `with port_end ${portEnd}: set port_start too (0/0 means any port)`,
+      );
+    }
+    if (portStart > MAX_PORT) throw invalid("port_start", portStart, `exceeds ${MAX_PORT}`);
+    if (portEnd === 0) portEnd = portStart;
+    if (portEnd > MAX_PORT) throw invalid("port_end", portEnd, `exceeds ${MAX_PORT}`);
+    if (portEnd < portStart) {
+      throw invalid("port_end", portEnd, `is below port_start ${portStart}`);
+    }
+  }
+  const cidr = parseRuleCidr("cidr", req.cidr);
+  const family = PROTOCOL_FAMILY[protocol];
+  if (cidr && family && cidr.family !== family) {
+    throw invalid(
+      "cidr",
+      req.cidr,
+      `is IPv${cidr.family} but protocol ${req.protocol} is IPv${family} only`,
+    );
+  }
+  return {
+    groupRef: req.security_group_id,
+    direction,
+    protocol,
+    portStart,
+    portEnd,
+    cidr: cidr?.text ?? "",
+    description: parseDescription("description", req.description),
   };
 }

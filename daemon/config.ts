@@ -33,6 +33,9 @@ export interface Config {
   mtu: number;
   /** Seconds between repairs of the TUN routes. */
   reconcileInterval: number;
+  /** Group given to every socket the daemon offers to others (vNIC sockets, a `unix:` gRPC
+   * socket), as a numeric GID; null keeps the daemon user's primary group. */
+  socketGroup: number | null;
 }
 
 /** A configuration error: says which flag or variable and which value. */
@@ -46,6 +49,10 @@ export const DEFAULT_LISTEN = "[::1]:50054";
 const MAX_IFNAME = 15;
 const MIN_MTU = 1280;
 const MAX_MTU = 9000;
+/** The largest GID: (gid_t)-1 means "no change" to chown(2), so it is not a group. */
+const MAX_GID = 0xffff_fffe;
+/** Where group names are looked up. */
+export const GROUP_FILE = "/etc/group";
 
 interface FlagSpec {
   key: keyof Config;
@@ -111,13 +118,20 @@ const FLAGS: Record<string, FlagSpec> = {
     default: "10",
     help: "seconds between repairs of the kernel routes of public networks",
   },
+  "--socket-group": {
+    key: "socketGroup",
+    env: "MVIRT_NET_SOCKET_GROUP",
+    default: "",
+    help: "group (name or GID) owning the vNIC sockets and a unix: gRPC socket, mode 0660; " +
+      "empty keeps the daemon user's group",
+  },
 };
 
 /** The text of `--help`. */
 export function usage(): string {
   const lines = ["Usage: mvirt-net [flags]", "", "Flags (environment variable in brackets):"];
   for (const [flag, spec] of Object.entries(FLAGS)) {
-    const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
+    const def = spec.default ? ` (default ${spec.default})` : "";
     lines.push(`  ${flag.padEnd(22)} ${spec.help}${def} [${spec.env}]`);
   }
   lines.push(`  ${"--help".padEnd(22)} print this text`);
@@ -164,7 +178,42 @@ function intIn(value: string, source: string, min: number, max: number): number 
   return n;
 }
 
-function resolve(raw: Record<string, string>, cwd: string): Config {
+/**
+ * Resolves a group name or a numeric GID to a GID. Names are looked up in `groupFile`
+ * (`/etc/group` format); groups known only to NSS (LDAP, sssd) must be given by number.
+ * Throws {@link ConfigError} naming `source` and the value.
+ */
+export function resolveGroup(value: string, source: string, groupFile = GROUP_FILE): number {
+  if (/^\d+$/.test(value)) {
+    const gid = Number(value);
+    if (gid > MAX_GID) {
+      throw new ConfigError(`${source}: a GID must be 0-${MAX_GID}, got "${value}"`);
+    }
+    return gid;
+  }
+  if (!/^[A-Za-z_][A-Za-z0-9_.-]*\$?$/.test(value)) {
+    throw new ConfigError(`${source}: expected a group name or a numeric GID, got "${value}"`);
+  }
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(groupFile);
+  } catch (e) {
+    throw new ConfigError(
+      `${source}: cannot read ${groupFile} to look up group "${value}" (${
+        (e as Error).message
+      }); give the GID instead`,
+    );
+  }
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === value && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new ConfigError(
+    `${source}: no group named "${value}" in ${groupFile}; create it or give a numeric GID`,
+  );
+}
+
+function resolve(raw: Record<string, string>, cwd: string, groupFile: string): Config {
   const v = (k: keyof Config) => raw[k];
   const src = (k: keyof Config) => raw[`${k}:source`];
   const level = v("logLevel");
@@ -200,6 +249,9 @@ function resolve(raw: Record<string, string>, cwd: string): Config {
     logFormat: format as LogFormat,
     mtu: intIn(v("mtu"), src("mtu"), MIN_MTU, MAX_MTU),
     reconcileInterval: intIn(v("reconcileInterval"), src("reconcileInterval"), 1, 3600),
+    socketGroup: v("socketGroup") === ""
+      ? null
+      : resolveGroup(v("socketGroup"), src("socketGroup"), groupFile),
   };
 }
 
@@ -214,6 +266,7 @@ export function parseArgs(
   args: string[],
   env: Record<string, string | undefined>,
   cwd = Deno.cwd(),
+  groupFile = GROUP_FILE,
 ): ParseResult {
   const raw: Record<string, string> = {};
   for (const [flag, spec] of Object.entries(FLAGS)) {
@@ -246,7 +299,7 @@ export function parseArgs(
     }
     raw[`${spec.key}:source`] = name;
   }
-  return { help: false, config: resolve(raw, cwd) };
+  return { help: false, config: resolve(raw, cwd, groupFile) };
 }
 
 /** Convenience wrapper over {@link parseArgs} that insists on a config. */
@@ -254,8 +307,9 @@ export function parseConfig(
   args: string[],
   env: Record<string, string | undefined>,
   cwd = Deno.cwd(),
+  groupFile = GROUP_FILE,
 ): Config {
-  const r = parseArgs(args, env, cwd);
+  const r = parseArgs(args, env, cwd, groupFile);
   if (r.help) throw new ConfigError("--help given");
   return r.config;
 }

@@ -12,13 +12,19 @@
 import * as grpc from "@grpc/grpc-js";
 import { until } from "../helpers/daemon.ts";
 import { Channel, RemoteError } from "../../daemon/ipc.ts";
-import type { DesiredNic, NicStatus, Request, Response } from "../../daemon/protocol.ts";
+import type {
+  DesiredNic,
+  NicCounters,
+  NicStatus,
+  Request,
+  Response,
+} from "../../daemon/protocol.ts";
 import { configureLogging, createLogger } from "../../daemon/log.ts";
 import { DataplaneLink } from "../../api/dataplane_link.ts";
 import { ApiServer, nicSocketPath } from "../../api/server.ts";
 import { Store } from "../../api/store.ts";
 import { loadContract } from "../../api/proto.ts";
-import type { NetServiceMethods } from "../../api/proto_types.ts";
+import type { DiagnosticsMethods, NetServiceMethods } from "../../api/proto_types.ts";
 
 /** A dataplane stand-in speaking the real protocol. */
 export interface PeerDataplane extends AsyncDisposable {
@@ -29,6 +35,8 @@ export interface PeerDataplane extends AsyncDisposable {
   requests: Request[];
   /** Makes the next UpsertNic fail with this failure code. */
   failNextUpsertNic(code: "invalid" | "failed"): void;
+  /** Sets what GetNicCounters answers for a vNIC (the peer has no traffic of its own). */
+  setCounters(id: string, counters: NicCounters): void;
   /** Sends a state report as the real dataplane does when a VMM connects. */
   report(status: NicStatus): void;
   close(): Promise<void>;
@@ -40,6 +48,7 @@ export function startPeerDataplane(dir: string): PeerDataplane {
   const listener = Deno.listen({ transport: "unix", path });
   const sockets = new Map<string, Deno.Listener>();
   const requests: Request[] = [];
+  const counters = new Map<string, NicCounters>();
   let failNext: "invalid" | "failed" | null = null;
   let api: Channel | null = null;
   const open = (nic: DesiredNic) => {
@@ -85,9 +94,15 @@ export function startPeerDataplane(dir: string): PeerDataplane {
       case "RemoveNetwork":
         return Promise.resolve({ type: "Done" });
       case "GetNicCounters":
-        return Promise.resolve({ type: "Counters", counters: {} });
+        // Like the real dataplane: only a vNIC it runs has counters.
+        if (!sockets.has(req.id)) {
+          return Promise.reject(new RemoteError("not_found", `no vNIC ${req.id} in the dataplane`));
+        }
+        return Promise.resolve({ type: "Counters", counters: counters.get(req.id) ?? {} });
       case "Ping":
         return Promise.resolve({ type: "Pong", pid: Deno.pid, uptimeMs: 0 });
+      case "InjectFault":
+        return Promise.reject(new RemoteError("invalid", "the stand-in has no actors"));
     }
   };
   const accepting = (async () => {
@@ -111,6 +126,7 @@ export function startPeerDataplane(dir: string): PeerDataplane {
     sockets: () => [...sockets.keys()],
     requests,
     failNextUpsertNic: (code) => (failNext = code),
+    setCounters: (id, c) => counters.set(id, c),
     report: (status) => api?.emit({ type: "NicStateChanged", status }),
     close,
     [Symbol.asyncDispose]: close,
@@ -290,4 +306,58 @@ export async function serving(target: string, log: () => string = () => ""): Pro
   } finally {
     h.close();
   }
+}
+
+/** A promise-based client of the `mvirt.net.diag.Diagnostics` service. */
+export interface DiagClient {
+  call<M extends keyof DiagnosticsMethods>(
+    method: M,
+    req: DiagnosticsMethods[M]["request"],
+  ): Promise<DiagnosticsMethods[M]["response"]>;
+  /** The gRPC error a call fails with; throws if it succeeds. */
+  fail<M extends keyof DiagnosticsMethods>(
+    method: M,
+    req: DiagnosticsMethods[M]["request"],
+  ): Promise<grpc.ServiceError>;
+  close(): void;
+}
+
+/** Connects a {@link DiagClient} to `target`. */
+export function connectDiag(target: string): DiagClient {
+  const { Diagnostics } = loadContract();
+  const raw = new Diagnostics(target, grpc.credentials.createInsecure()) as NetClient["raw"];
+  const call: DiagClient["call"] = (method, req) =>
+    new Promise((resolve, reject) => {
+      (raw[method] as (r: unknown, cb: (e: grpc.ServiceError | null, v: unknown) => void) => void)
+        .call(raw, req, (e, v) => e ? reject(e) : resolve(v as never));
+    });
+  return {
+    call,
+    async fail(method, req) {
+      try {
+        const v = await call(method, req);
+        throw new Error(`${method} succeeded unexpectedly: ${JSON.stringify(v)}`);
+      } catch (e) {
+        if ((e as grpc.ServiceError).code === undefined) throw e;
+        return e as grpc.ServiceError;
+      }
+    },
+    close: () => raw.close(),
+  };
+}
+
+/** Awaits a failed call and checks its status and that its message has each of `includes`. */
+export async function expectStatus(
+  p: Promise<grpc.ServiceError>,
+  code: keyof typeof grpc.status,
+  ...includes: string[]
+): Promise<grpc.ServiceError> {
+  const e = await p;
+  if (statusName(e.code) !== code) {
+    throw new Error(`expected ${code}, got ${statusName(e.code)}: ${e.details}`);
+  }
+  for (const s of includes) {
+    if (!e.details.includes(s)) throw new Error(`"${e.details}" lacks "${s}"`);
+  }
+  return e;
 }

@@ -48,3 +48,9 @@ Deno.test("the contract has every RPC of API.md with its streaming shape", () =>
   ]);
   assertEquals(service.CreateNic.path, "/mvirt.net.NetService/CreateNic");
 });
+
+Deno.test("the diagnostics service is separate from the contract", () => {
+  const service = loadContract().Diagnostics.service;
+  assertEquals(Object.keys(service).sort(), ["GetNicCounters", "GetSecurityGroupHits"]);
+  assertEquals(service.GetNicCounters.path, "/mvirt.net.diag.Diagnostics/GetNicCounters");
+});

@@ -2,20 +2,9 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { assert, assertEquals } from "../assert.ts";
 import { unixAccepts, until } from "../helpers/wait.ts";
-import { health, startTestApi, statusName, type TestApi } from "./helpers.ts";
+import { expectStatus, health, startTestApi, statusName, type TestApi } from "./helpers.ts";
 import { VERSION } from "../../api/server.ts";
 import type { Network, NetworkEvent, Nic, NicEvent } from "../../api/proto_types.ts";
-
-async function expectStatus(
-  p: Promise<grpc.ServiceError>,
-  code: keyof typeof grpc.status,
-  ...includes: string[]
-): Promise<grpc.ServiceError> {
-  const e = await p;
-  assertEquals(statusName(e.code), code, e.details);
-  for (const s of includes) assert(e.details.includes(s), `"${e.details}" lacks "${s}"`);
-  return e;
-}
 
 const NODE_CLIENT = new URL("./fixtures/node_client.mjs", import.meta.url).pathname;
 
@@ -72,6 +61,7 @@ Deno.test("GetVersion, health and reflection answer", async () => {
   const names = (await answer).listServicesResponse.service.map((s) => s.name);
   assert(names.includes("mvirt.net.NetService"), names.join());
   assert(names.includes("grpc.health.v1.Health"), names.join());
+  assert(names.includes("mvirt.net.diag.Diagnostics"), names.join());
   stream.end();
   r.close();
 });
@@ -371,12 +361,6 @@ Deno.test("DeleteNetwork refuses a network with vNICs unless forced", async () =
   assertEquals(t.dataplane.sockets(), []);
   assert(!(await unixAccepts(a.socket_path)));
   assert(t.dataplane.requests.some((r) => r.type === "RemoveNetwork" && r.id === net.id));
-});
-
-Deno.test("security-group RPCs answer UNIMPLEMENTED", async () => {
-  await using t = await startTestApi();
-  await expectStatus(t.client.fail("ListSecurityGroups", {}), "UNIMPLEMENTED");
-  await expectStatus(t.client.fail("CreateSecurityGroup", { name: "x" }), "UNIMPLEMENTED");
 });
 
 Deno.test("200 parallel CreateNic on a /24: distinct addresses, then RESOURCE_EXHAUSTED", async () => {

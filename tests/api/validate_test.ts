@@ -4,6 +4,7 @@ import {
   formatIpv6,
   overlaps,
   parseCidr,
+  parseDescription,
   parseDnsServers,
   parseHostAddress,
   parseIpv4,
@@ -12,10 +13,12 @@ import {
   parseName,
   parseNtpServers,
   parseRoutedPrefixes,
+  parseRuleCidr,
   parseSubnet,
   parseUuid,
   validateNetwork,
   validateNicSpec,
+  validateRule,
 } from "../../api/validate.ts";
 import { lowestFreeIpv4, randomFreeIpv6, randomMac } from "../../api/allocate.ts";
 
@@ -297,4 +300,71 @@ Deno.test("MACs are locally administered unicast", () => {
     assertEquals(parseMac("m", mac), mac);
     assert(mac.startsWith("02:"));
   }
+});
+
+const RULE = {
+  security_group_id: "web",
+  direction: "RULE_DIRECTION_INGRESS",
+  protocol: "RULE_PROTOCOL_TCP",
+  port_start: 0,
+  port_end: 0,
+  cidr: "",
+  description: "",
+};
+
+Deno.test("rules: ports 0/0 any, a lone port_start one port, ranges checked", () => {
+  const r = (extra: Partial<typeof RULE>) => validateRule({ ...RULE, ...extra });
+  assertEquals([r({}).portStart, r({}).portEnd], [0, 0]);
+  assertEquals([r({ port_start: 443 }).portStart, r({ port_start: 443 }).portEnd], [443, 443]);
+  const range = r({ protocol: "RULE_PROTOCOL_UDP", port_start: 1, port_end: 65535 });
+  assertEquals([range.protocol, range.portStart, range.portEnd], ["UDP", 1, 65535]);
+  rejects(() => r({ port_end: 80 }), Status.INVALID_ARGUMENT, "port_start", "port_end 80");
+  rejects(() => r({ port_start: 65536 }), Status.INVALID_ARGUMENT, "port_start", "65536");
+  rejects(() => r({ port_start: 1, port_end: 65536 }), Status.INVALID_ARGUMENT, "port_end");
+  rejects(() => r({ port_start: 90, port_end: 80 }), Status.INVALID_ARGUMENT, "port_end: 80");
+  for (const protocol of ["RULE_PROTOCOL_ALL", "RULE_PROTOCOL_ICMP", "RULE_PROTOCOL_ICMPV6"]) {
+    rejects(() => r({ protocol, port_start: 1 }), Status.INVALID_ARGUMENT, "TCP and UDP", protocol);
+    rejects(() => r({ protocol, port_end: 1 }), Status.INVALID_ARGUMENT, "port_end");
+  }
+});
+
+Deno.test("rules: direction and protocol must be set and known", () => {
+  const r = (extra: Record<string, unknown>) => validateRule({ ...RULE, ...extra } as typeof RULE);
+  assertEquals(r({ direction: "RULE_DIRECTION_EGRESS" }).direction, "EGRESS");
+  assertEquals(r({ protocol: "RULE_PROTOCOL_ICMPV6" }).protocol, "ICMPV6");
+  rejects(
+    () => r({ direction: "RULE_DIRECTION_UNSPECIFIED" }),
+    Status.INVALID_ARGUMENT,
+    "direction",
+  );
+  rejects(() => r({ protocol: "RULE_PROTOCOL_UNSPECIFIED" }), Status.INVALID_ARGUMENT, "protocol");
+  // An enum number this version does not know arrives as the number.
+  rejects(() => r({ protocol: 9 }), Status.INVALID_ARGUMENT, "protocol", "9");
+  rejects(() => r({ direction: "constructor" }), Status.INVALID_ARGUMENT, "direction");
+  rejects(() => r({ security_group_id: "" }), Status.INVALID_ARGUMENT, "security_group_id");
+});
+
+Deno.test("rules: CIDR of either family, normalised, family matching ICMP and ICMPV6", () => {
+  assertEquals(parseRuleCidr("cidr", ""), null);
+  assertEquals(parseRuleCidr("cidr", " 10.1.0.0/16 ")?.text, "10.1.0.0/16");
+  assertEquals(parseRuleCidr("cidr", "10.1.2.3")?.text, "10.1.2.3/32");
+  assertEquals(parseRuleCidr("cidr", "FD00:0::1")?.text, "fd00::1/128");
+  assertEquals(parseRuleCidr("cidr", "0.0.0.0/0")?.text, "0.0.0.0/0");
+  assertEquals(parseRuleCidr("cidr", "::/0")?.text, "::/0");
+  rejects(() => parseRuleCidr("cidr", "10.1.0.1/16"), Status.INVALID_ARGUMENT, "10.1.0.0/16");
+  rejects(() => parseRuleCidr("cidr", "fd00::/129"), Status.INVALID_ARGUMENT, "129");
+  rejects(() => parseRuleCidr("cidr", "10.0.0"), Status.INVALID_ARGUMENT, "cidr", "10.0.0");
+  const r = (protocol: string, cidr: string) => validateRule({ ...RULE, protocol, cidr }).cidr;
+  assertEquals(r("RULE_PROTOCOL_ICMP", "10.0.0.0/8"), "10.0.0.0/8");
+  assertEquals(r("RULE_PROTOCOL_ICMPV6", "fd00::/8"), "fd00::/8");
+  assertEquals(r("RULE_PROTOCOL_ALL", "fd00::/8"), "fd00::/8");
+  rejects(() => r("RULE_PROTOCOL_ICMP", "fd00::/8"), Status.INVALID_ARGUMENT, "IPv4 only");
+  rejects(() => r("RULE_PROTOCOL_ICMPV6", "10.0.0.0/8"), Status.INVALID_ARGUMENT, "IPv6 only");
+});
+
+Deno.test("descriptions are bounded and single-line", () => {
+  assertEquals(parseDescription("description", "web tier, port 80"), "web tier, port 80");
+  assertEquals(parseDescription("description", "é".repeat(255)).length, 255);
+  rejects(() => parseDescription("description", "x".repeat(256)), Status.INVALID_ARGUMENT, "256");
+  rejects(() => parseDescription("description", "a\tb"), Status.INVALID_ARGUMENT, "control");
 });

@@ -175,3 +175,162 @@ Deno.test("cli: watch prints events as they happen", async () => {
     ["network", net.id, null],
   ]);
 });
+
+Deno.test("cli: security groups, rules with hits, attach/detach, vNIC counters", async () => {
+  await using t = await startTestApi();
+  const s = `--server=${t.target}`;
+  await t.client.call("CreateNetwork", {
+    name: "blue",
+    ipv4_enabled: true,
+    ipv4_subnet: "10.50.0.0/24",
+  });
+  const nic = await t.client.call("CreateNic", { network_id: "blue", name: "web-1" });
+
+  let r = await cli(s, "sg", "create", "web", "--description", "web servers");
+  assertEquals(r.code, 0, r.stderr);
+  assert(/description\s+web servers/.test(r.stdout) && /nic_count\s+0/.test(r.stdout), r.stdout);
+  r = await cli(
+    s,
+    "--json",
+    "sg",
+    "rule",
+    "add",
+    "web",
+    "--direction",
+    "ingress",
+    "--protocol",
+    "tcp",
+    "--port",
+    "8000-8080",
+    "--cidr",
+    "192.168.0.0/16",
+  );
+  assertEquals(r.code, 0, r.stderr);
+  const rule = JSON.parse(r.stdout);
+  assertEquals(
+    [rule.direction, rule.protocol, rule.port_start, rule.port_end, rule.cidr],
+    ["RULE_DIRECTION_INGRESS", "RULE_PROTOCOL_TCP", 8000, 8080, "192.168.0.0/16"],
+  );
+  r = await cli(s, "sg", "rule", "add", "web", "--direction", "egress", "--protocol", "icmp");
+  assertEquals(r.code, 0, r.stderr);
+  const icmpId = r.stdout.split("\n")[1].split(/\s+/)[0];
+  assert(/^[0-9a-f-]{36}$/.test(icmpId), r.stdout);
+
+  r = await cli(s, "sg", "attach", "web", "web-1");
+  assertEquals([r.code, r.stdout.trim()], [0, "attached security group web to vNIC web-1"]);
+  r = await cli(s, "sg", "attach", "web", nic.id);
+  assertEquals(r.stdout.trim(), `security group web was already attached to vNIC ${nic.id}`);
+  const pushed = t.dataplane.requests.findLast((q) => q.type === "UpsertNic");
+  assert(
+    pushed?.type === "UpsertNic" && pushed.nic.rules.length === 2,
+    "rules reached the dataplane",
+  );
+
+  t.dataplane.setCounters(nic.id, {
+    [`sg_rule_hit_${rule.id}`]: 42,
+    sg_drop_ingress: 5,
+    sg_drop_egress: 0,
+  });
+  r = await cli(s, "sg", "list");
+  assertEquals(r.stdout.split("\n")[0].split(/\s+/), [
+    "NAME",
+    "ID",
+    "RULES",
+    "NICS",
+    "DESCRIPTION",
+  ]);
+  assert(/^web\s+\S+\s+2\s+1\s+web servers$/m.test(r.stdout), r.stdout);
+  r = await cli(s, "sg", "get", "web");
+  assertEquals(r.code, 0, r.stderr);
+  assert(/nic_count\s+1/.test(r.stdout), r.stdout);
+  const ruleLine = r.stdout.split("\n").find((l) => l.startsWith(rule.id))!;
+  assertEquals(ruleLine.split(/\s+/), [
+    rule.id,
+    "ingress",
+    "tcp",
+    "8000-8080",
+    "192.168.0.0/16",
+    "42",
+    "-",
+  ]);
+  const icmpLine = r.stdout.split("\n").find((l) => l.startsWith(icmpId))!;
+  assertEquals(icmpLine.split(/\s+/).slice(1, 6), ["egress", "icmp", "any", "any", "0"]);
+  r = await cli(s, "--json", "sg", "get", "web");
+  assertEquals(JSON.parse(r.stdout).rules.map((x: { hits: number }) => x.hits), [42, 0]);
+
+  r = await cli(s, "nic", "counters", "web-1");
+  assertEquals(r.code, 0, r.stderr);
+  assert(
+    /^sg_drop_ingress\s+5$/m.test(r.stdout) && /^sg_drop_egress\s+0$/m.test(r.stdout),
+    r.stdout,
+  );
+  assert(r.stdout.includes(`sg_rule_hit_${rule.id}  42`), r.stdout);
+
+  r = await cli(s, "sg", "delete", "web");
+  assertEquals(r.code, 1);
+  assert(
+    r.stderr.startsWith("error: FAILED_PRECONDITION: ") && r.stderr.includes("nic_count 1"),
+    r.stderr,
+  );
+  r = await cli(s, "sg", "rule", "remove", icmpId);
+  assertEquals([r.code, r.stdout.trim()], [0, `removed rule ${icmpId}`]);
+  r = await cli(s, "sg", "detach", "web", "web-1");
+  assertEquals(r.stdout.trim(), "detached security group web from vNIC web-1");
+  r = await cli(s, "sg", "detach", "web", "web-1");
+  assertEquals(r.stdout.trim(), "security group web was not attached to vNIC web-1");
+  r = await cli(s, "sg", "attach", "web", "web-1");
+  r = await cli(s, "sg", "delete", "web", "--force");
+  assertEquals([r.code, r.stdout.trim()], [
+    0,
+    "deleted security group web (detached from 1 vNIC(s))",
+  ]);
+  r = await cli(s, "--json", "sg", "list");
+  assertEquals(JSON.parse(r.stdout), []);
+});
+
+Deno.test("cli: security-group usage and API errors", async () => {
+  await using t = await startTestApi();
+  const s = `--server=${t.target}`;
+  let r = await cli(s, "sg", "rule", "add", "web", "--direction", "sideways", "--protocol", "tcp");
+  assertEquals(r.code, 2);
+  assert(r.stderr.includes('--direction: "sideways" is not one of ingress, egress'), r.stderr);
+  r = await cli(s, "sg", "rule", "add", "web", "--direction", "ingress");
+  assertEquals(r.code, 2);
+  assert(r.stderr.includes("--protocol is required"), r.stderr);
+  r = await cli(
+    s,
+    "sg",
+    "rule",
+    "add",
+    "web",
+    "--direction",
+    "ingress",
+    "--protocol",
+    "tcp",
+    "--port",
+    "http",
+  );
+  assertEquals(r.code, 2);
+  assert(r.stderr.includes('--port: expected N or N-M, got "http"'), r.stderr);
+  r = await cli(s, "sg", "attach", "web");
+  assertEquals(r.code, 2);
+  r = await cli(
+    s,
+    "sg",
+    "rule",
+    "add",
+    "nope",
+    "--direction",
+    "ingress",
+    "--protocol",
+    "icmp",
+    "--port",
+    "8",
+  );
+  assertEquals(r.code, 1);
+  assert(r.stderr.startsWith("error: INVALID_ARGUMENT: port_start: 8 "), r.stderr);
+  r = await cli(s, "sg", "get", "nope");
+  assertEquals([r.code, r.stderr.trim()], [1, 'error: NOT_FOUND: security group "nope" not found']);
+  r = await cli(s, "nic", "counters", "nope");
+  assertEquals([r.code, r.stderr.trim()], [1, 'error: NOT_FOUND: vNIC "nope" not found']);
+});
