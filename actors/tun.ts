@@ -5,7 +5,11 @@
  * of every public network) to the vNIC that holds the destination, wrapped in an Ethernet
  * header from the gateway, pushed into that vNIC's inbound ring, and the vNIC is woken. To the
  * kernel: vNICs of public networks push IP packets without a local destination into this
- * actor's inbound ring and signal its wake eventfd; the actor writes them to the device.
+ * actor's inbound ring and signal its wake eventfd; the actor writes them to the device. The
+ * device is opened without IFF_VNET_HDR: what reaches this ring is complete, MTU-sized packets,
+ * because the sending vNIC completes partial checksums and cuts GSO frames first
+ * (`routing/offload.ts` `pushToTun`, docs/offloads.md). Packets from the kernel are complete
+ * too and travel to the vNICs without offload metadata.
  * Every `reconcileMs` the kernel routes of the public networks' prefixes are repaired.
  * @module
  */

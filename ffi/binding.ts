@@ -83,13 +83,18 @@ export const COUNTER_NAMES = [
   "avail_jump",
   "calls",
   "kicks",
+  "rx_drop_offload",
 ] as const;
 
 /** One counter's name. */
 export type CounterName = typeof COUNTER_NAMES[number];
 
-/** Largest frame (virtio-net header excluded) either direction carries. */
-export const MAX_FRAME = 65536;
+/** Largest frame (virtio-net header excluded) either direction carries: a 65535-byte IP packet
+ * (what a GSO frame may reach) behind an Ethernet header with a VLAN tag. */
+export const MAX_FRAME = 65553;
+/** Bytes of offload metadata before each frame of a burst: the virtio-net header without
+ * num_buffers (see {@link NetHeader} in `vhost/frame_batch.ts`). */
+export const META_SIZE = 10;
 /** Most fds one vhost-user message carries; `mvn_dev_recv`'s fd array has one more slot. */
 export const MAX_MSG_FDS = 8;
 

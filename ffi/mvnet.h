@@ -107,11 +107,16 @@ int32_t mvn_queue_set_fd(int32_t h, uint32_t q, int32_t which, int32_t fd);
 int32_t mvn_queue_set_enable(int32_t h, uint32_t q, uint32_t enable);
 uint64_t mvn_queue_get(int32_t h, uint32_t q, int32_t field);
 
-/* TX burst: frames the guest sent, [u32 len][bytes]... into out (cap bytes, at least
- * 4 + MVN_MAX_FRAME). Returns the number of frames or -errno. */
+/* Burst layout, both ways: per frame [u32 len][10 bytes of virtio-net header: flags u8,
+ * gso_type u8, hdr_len u16, gso_size u16, csum_start u16, csum_offset u16, little-endian]
+ * [len bytes of Ethernet frame]. The header carries the checksum and segmentation offloads.
+ *
+ * TX burst: frames the guest sent into out (cap bytes, at least 14 + MVN_MAX_FRAME), each with
+ * the header the guest wrote (unchecked). Returns the number of frames or -errno. */
 int32_t mvn_dev_tx_burst(int32_t h, uint8_t *out, uint32_t cap, uint32_t max);
-/* RX burst: count frames [u32 len][bytes]... (len bytes in all) to the guest. Returns the
- * number delivered; the others are dropped and counted. */
+/* RX burst: count frames (len bytes in all) to the guest, each with its header. Returns the
+ * number delivered; the others are dropped and counted (rx_drop_offload: the header asks for an
+ * offload the guest did not negotiate). */
 int32_t mvn_dev_rx_burst(int32_t h, const uint8_t *in, uint32_t len, uint32_t count);
 /* Copies up to n counters (enum mvn_counter order) into out; returns how many exist. */
 int32_t mvn_dev_counters(int32_t h, uint64_t *out, uint32_t n);

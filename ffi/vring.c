@@ -375,9 +375,14 @@ uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 		}
 		uint64_t flen = w.bytes - hl;
 		/* Leave the frame in the ring for the next call when it does not fit. */
-		if ((uint64_t)cap - off < 4 + flen)
+		if ((uint64_t)cap - off < 4 + MVN_META_SIZE + flen)
 			break;
-		if (chain_copy(env->mem, vr->segs, w.nsegs, hl, out + off + 4, flen, false) != 0) {
+		/* The header is carried as the guest wrote it; what it claims is checked where it is
+		 * used (routing/offload.ts), num_buffers (meaningless on TX) is left out. */
+		if (chain_copy(env->mem, vr->segs, w.nsegs, 0, out + off + 4, MVN_META_SIZE, false) !=
+			    0 ||
+		    chain_copy(env->mem, vr->segs, w.nsegs, hl, out + off + 4 + MVN_META_SIZE, flen,
+			       false) != 0) {
 			vr->last_avail++;
 			env->ctr[MVN_CTR_CHAIN_BAD_ADDR]++;
 			put_used(vr, head, 0);
@@ -385,7 +390,7 @@ uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 		}
 		uint32_t len32 = (uint32_t)flen;
 		memcpy(out + off, &len32, 4);
-		off += 4 + len32;
+		off += 4 + MVN_META_SIZE + len32;
 		vr->last_avail++;
 		put_used(vr, head, 0);
 		env->ctr[MVN_CTR_TX_PACKETS]++;
@@ -430,16 +435,49 @@ static void defer_bad(struct mvn_vring *vr, uint16_t head, uint32_t *nbad)
 
 enum rx_result { RX_DELIVERED, RX_NO_BUFFER };
 
+/* virtio_net_hdr flags and gso_type values (virtio 1.x section 5.1.6). */
+#define HDR_F_NEEDS_CSUM 1u
+#define HDR_F_DATA_VALID 2u
+#define HDR_GSO_NONE 0u
+#define HDR_GSO_TCPV4 1u
+#define HDR_GSO_TCPV6 4u
+#define HDR_GSO_ECN 0x80u
+
+/* Builds the header a guest receives from a frame's metadata: num_buffers 1 (fixed up when
+ * merged), DATA_VALID dropped where the guest cannot take it. False when the metadata asks for
+ * an offload the guest did not negotiate: such a frame would be corrupt in the guest. */
+static bool rx_header(const uint8_t *meta, uint64_t features, uint8_t hdr[12])
+{
+	memcpy(hdr, meta, MVN_META_SIZE);
+	hdr[10] = 1;
+	hdr[11] = 0;
+	bool csum = has(features, MVN_F_GUEST_CSUM);
+	if (!csum)
+		hdr[0] &= (uint8_t)~HDR_F_DATA_VALID;
+	if ((hdr[0] & ~(HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID)) != 0 ||
+	    ((hdr[0] & HDR_F_NEEDS_CSUM) != 0 && !csum))
+		return false;
+	uint8_t gso = hdr[1] & (uint8_t)~HDR_GSO_ECN;
+	if ((hdr[1] & HDR_GSO_ECN) != 0 && !has(features, MVN_F_GUEST_ECN))
+		return false;
+	if (gso == HDR_GSO_NONE)
+		return (hdr[1] & HDR_GSO_ECN) == 0;
+	if (gso == HDR_GSO_TCPV4)
+		return has(features, MVN_F_GUEST_TSO4);
+	if (gso == HDR_GSO_TCPV6)
+		return has(features, MVN_F_GUEST_TSO6);
+	return false;
+}
+
 /* Delivers one frame, over several chains with MRG_RXBUF. Chains found malformed while
  * gathering are given back after the frame's own chains: the guest reads a merged frame's
  * num_buffers used entries in a row. When the ring runs dry mid-frame nothing is consumed. */
 static enum rx_result rx_one(struct mvn_vring *vr, const struct mvn_vring_env *env,
-			     uint16_t *avail, const uint8_t *frame, uint32_t flen, uint32_t *nbad)
+			     uint16_t *avail, const uint8_t *hdr, const uint8_t *frame,
+			     uint32_t flen, uint32_t *nbad)
 {
 	bool mrg = has(env->features, MVN_F_MRG_RXBUF);
 	uint32_t hl = net_hdr_len(env->features);
-	uint8_t hdr[12] = { 0 };
-	hdr[10] = 1; /* num_buffers, 1 unless merged */
 	uint64_t need = (uint64_t)hl + flen, done = 0;
 	uint16_t start_avail = vr->last_avail, start_used = vr->used_idx;
 	uint32_t start_bad = *nbad;
@@ -515,14 +553,20 @@ uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 			break;
 		}
 		memcpy(&flen, in + off, 4);
-		if (flen > len - off - 4) {
+		if (len - off - 4 < MVN_META_SIZE || flen > len - off - 4 - MVN_META_SIZE) {
 			env->ctr[MVN_CTR_RX_DROP_BAD_FRAME] += count - i;
 			break;
 		}
-		const uint8_t *frame = in + off + 4;
-		off += 4 + flen;
+		const uint8_t *meta = in + off + 4;
+		const uint8_t *frame = meta + MVN_META_SIZE;
+		off += 4 + MVN_META_SIZE + flen;
 		if (flen == 0 || flen > MVN_MAX_FRAME) {
 			env->ctr[MVN_CTR_RX_DROP_BAD_FRAME]++;
+			continue;
+		}
+		uint8_t hdr[12];
+		if (!rx_header(meta, env->features, hdr)) {
+			env->ctr[MVN_CTR_RX_DROP_OFFLOAD]++;
 			continue;
 		}
 		if (vr->desc == NULL) {
@@ -533,7 +577,7 @@ uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 			env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
 			continue;
 		}
-		enum rx_result r = rx_one(vr, env, &avail, frame, flen, &nbad);
+		enum rx_result r = rx_one(vr, env, &avail, hdr, frame, flen, &nbad);
 		for (uint32_t k = 0; k < nbad; k++)
 			put_used(vr, vr->bad[k], 0);
 		nbad = 0;

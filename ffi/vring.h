@@ -11,11 +11,19 @@
 
 /* Largest queue size of a split virtqueue. */
 #define MVN_VRING_MAX_NUM 32768u
-/* Largest Ethernet frame either way, virtio-net header excluded: the 64 KiB a GSO frame may
- * reach, which also bounds what one TX burst slot needs. */
-#define MVN_MAX_FRAME 65536u
+/* Largest Ethernet frame either way, virtio-net header excluded: the largest IP packet a GSO
+ * frame may carry (65535 bytes) behind an Ethernet header with a VLAN tag (18 bytes). */
+#define MVN_MAX_FRAME 65553u
+/* Bytes of per-frame offload metadata in the burst layout: the virtio-net header without
+ * num_buffers (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset; virtio 1.x
+ * section 5.1.6), little-endian as on the ring. */
+#define MVN_META_SIZE 10u
 
 /* Virtio feature bits the ring code looks at. */
+#define MVN_F_GUEST_CSUM 1
+#define MVN_F_GUEST_TSO4 7
+#define MVN_F_GUEST_TSO6 8
+#define MVN_F_GUEST_ECN 9
 #define MVN_F_MRG_RXBUF 15
 #define MVN_F_INDIRECT_DESC 28
 #define MVN_F_EVENT_IDX 29
@@ -45,6 +53,7 @@ enum mvn_counter {
 	MVN_CTR_AVAIL_JUMP,
 	MVN_CTR_CALLS,
 	MVN_CTR_KICKS,
+	MVN_CTR_RX_DROP_OFFLOAD, /* asks for an offload the guest did not negotiate */
 	MVN_CTR_COUNT
 };
 
@@ -89,12 +98,15 @@ bool mvn_vring_ready(const struct mvn_vring *vr, bool protocol_features);
 /* The guest made buffers available that we have not consumed yet. */
 bool mvn_vring_pending(const struct mvn_vring *vr);
 
-/* Pops up to max frames the guest sent into out as [u32 len][len bytes]... (virtio-net header
- * stripped). Stops early when the next frame does not fit in cap. Returns the frame count. */
+/* Pops up to max frames the guest sent into out as [u32 len][MVN_META_SIZE bytes of virtio-net
+ * header][len bytes of frame]... Stops early when the next frame does not fit in cap. Returns
+ * the frame count. */
 uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
 			    uint32_t cap, uint32_t max);
-/* Delivers count frames laid out as [u32 len][len bytes]... in `in` (len bytes) to the guest.
- * Frames without room are dropped and counted. Returns the frames delivered. */
+/* Delivers count frames laid out as [u32 len][MVN_META_SIZE bytes of header][len bytes]... in
+ * `in` (len bytes) to the guest, each with its header (num_buffers added). Frames without room,
+ * and frames whose header asks for an offload the guest did not negotiate, are dropped and
+ * counted. Returns the frames delivered. */
 uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env,
 			    const uint8_t *in, uint32_t len, uint32_t count);
 

@@ -33,17 +33,18 @@ static uint64_t take(struct input *in, unsigned bytes)
 
 static _Alignas(64) uint8_t arena[ARENA_SIZE];
 static uint8_t out[4 + MVN_MAX_FRAME + 4096];
-static uint8_t frames[3 * 4 + 60 + 1514 + 9000];
+static uint8_t frames[3 * (4 + MVN_META_SIZE) + 60 + 1514 + 9000];
 
-/* Frames of 60, 1514 and 9000 bytes in the burst layout. */
+/* Frames of 60, 1514 and 9000 bytes in the burst layout, with zero (no offload) headers. */
 static uint32_t make_frames(void)
 {
 	const uint32_t lens[3] = { 60, 1514, 9000 };
 	uint32_t off = 0;
 	for (int i = 0; i < 3; i++) {
 		memcpy(frames + off, &lens[i], 4);
-		memset(frames + off + 4, 0xa0 + i, lens[i]);
-		off += 4 + lens[i];
+		memset(frames + off + 4, 0, MVN_META_SIZE);
+		memset(frames + off + 4 + MVN_META_SIZE, 0xa0 + i, lens[i]);
+		off += 4 + MVN_META_SIZE + lens[i];
 	}
 	return off;
 }

@@ -28,6 +28,7 @@ import { emitIcmpv6 } from "../wire/icmpv6.ts";
 import { read16, write16 } from "../wire/bytes.ts";
 import { WireError } from "../wire/error.ts";
 import type { RouteTable } from "./table.ts";
+import { gsoSegmentIpLen, gsoSize, NO_OFFLOAD } from "./offload.ts";
 import { GATEWAY_IPV4, GATEWAY_IPV6 } from "../services/context.ts";
 
 const ETHERTYPE_OFF = 12;
@@ -123,14 +124,30 @@ export type Verdict =
   /** Drop the frame; send `reply` (an ICMP error) back to the sender if there is one. */
   | { kind: "drop"; reason: DropReason; reply?: Uint8Array };
 
-/** Decides what happens to `frame`, a whole Ethernet frame from `ctx.nic`. May rewrite it. */
-export function forward(ctx: ForwardContext, frame: Uint8Array): Verdict {
+/**
+ * Decides what happens to `frame`, a whole Ethernet frame from `ctx.nic` with its offload
+ * metadata `meta` (`routing/offload.ts`; none: a plain frame). May rewrite it. A GSO frame
+ * passes the MTU check when the segments it stands for fit (headers plus gso_size); its
+ * partial checksum is unaffected by the TTL or hop limit, which no pseudo-header covers.
+ */
+export function forward(
+  ctx: ForwardContext,
+  frame: Uint8Array,
+  meta: Uint8Array = NO_OFFLOAD,
+): Verdict {
   if (frame.length < ETHERNET_HEADER_LEN) return { kind: "drop", reason: "not_ip" };
   const ethertype = read16(frame, ETHERTYPE_OFF);
   const ip = frame.subarray(ETHERNET_HEADER_LEN);
-  if (ethertype === ETHERTYPE_IPV4) return forwardIpv4(ctx, frame, ip);
-  if (ethertype === ETHERTYPE_IPV6) return forwardIpv6(ctx, frame, ip);
+  if (ethertype === ETHERTYPE_IPV4) return forwardIpv4(ctx, frame, ip, meta);
+  if (ethertype === ETHERTYPE_IPV6) return forwardIpv6(ctx, frame, ip, meta);
   return { kind: "drop", reason: "not_ip" };
+}
+
+/** The size of the largest IP packet `frame` puts on a link: itself, or its GSO segments. */
+function wireIpLen(frame: Uint8Array, meta: Uint8Array, ipLen: number): number {
+  if (gsoSize(meta) === 0) return ipLen;
+  // A GSO frame the offload check has not refused; a malformed one is measured as it is.
+  return gsoSegmentIpLen(meta, frame) ?? ipLen;
 }
 
 function ownsSource(nic: SourceNic, own: Uint8Array | null, src: Uint8Array): boolean {
@@ -139,13 +156,18 @@ function ownsSource(nic: SourceNic, own: Uint8Array | null, src: Uint8Array): bo
   return false;
 }
 
-function forwardIpv4(ctx: ForwardContext, frame: Uint8Array, ip: Uint8Array): Verdict {
+function forwardIpv4(
+  ctx: ForwardContext,
+  frame: Uint8Array,
+  ip: Uint8Array,
+  meta: Uint8Array,
+): Verdict {
   const p = Ipv4Packet.checked(ip);
   if (p instanceof WireError) return { kind: "drop", reason: "malformed_ipv4" };
   if (!ownsSource(ctx.nic, ctx.nic.ipv4, p.src)) return { kind: "drop", reason: "spoofed_source" };
   const dst = p.dst;
   if (dst[0] >= 224) return { kind: "drop", reason: "multicast_destination" };
-  if (p.totalLen > ctx.mtu) {
+  if (wireIpLen(frame, meta, p.totalLen) > ctx.mtu) {
     return icmpv4Error(
       ctx,
       frame,
@@ -188,7 +210,12 @@ function forwardIpv4(ctx: ForwardContext, frame: Uint8Array, ip: Uint8Array): Ve
   );
 }
 
-function forwardIpv6(ctx: ForwardContext, frame: Uint8Array, ip: Uint8Array): Verdict {
+function forwardIpv6(
+  ctx: ForwardContext,
+  frame: Uint8Array,
+  ip: Uint8Array,
+  meta: Uint8Array,
+): Verdict {
   const p = Ipv6Packet.checked(ip);
   if (p instanceof WireError) return { kind: "drop", reason: "malformed_ipv6" };
   // RFC 4291 2.5.6: a router must not forward packets with a link-local source.
@@ -196,7 +223,7 @@ function forwardIpv6(ctx: ForwardContext, frame: Uint8Array, ip: Uint8Array): Ve
   if (!ownsSource(ctx.nic, ctx.nic.ipv6, p.src)) return { kind: "drop", reason: "spoofed_source" };
   if (isIpv6Multicast(p.dst)) return { kind: "drop", reason: "multicast_destination" };
   const total = IPV6_HEADER_LEN + p.payloadLen;
-  if (total > ctx.mtu) {
+  if (wireIpLen(frame, meta, total) > ctx.mtu) {
     return icmpv6Error(ctx, frame, p, "too_big", { kind: "packet_too_big", mtu: ctx.mtu });
   }
   if (p.hopLimit <= 1) {

@@ -29,10 +29,18 @@ import {
   vringStatePayload,
 } from "./protocol.ts";
 
+/** The checksum and segmentation offloads the device offers (docs/offloads.md): frames carry
+ * their virtio-net header through the router, and a receiver that lacks an offload gets the
+ * checksum completed or the segment cut in software. */
+export const OFFERED_OFFLOADS = bit(Feature.NET_CSUM) | bit(Feature.NET_GUEST_CSUM) |
+  bit(Feature.NET_GUEST_TSO4) | bit(Feature.NET_GUEST_TSO6) | bit(Feature.NET_GUEST_ECN) |
+  bit(Feature.NET_HOST_TSO4) | bit(Feature.NET_HOST_TSO6) | bit(Feature.NET_HOST_ECN);
+
 /** Virtio features the device offers; the frontend may accept any subset. */
 export const OFFERED_FEATURES = bit(Feature.VERSION_1) | bit(Feature.NET_MRG_RXBUF) |
   bit(Feature.RING_EVENT_IDX) | bit(Feature.RING_INDIRECT_DESC) | bit(Feature.NET_MAC) |
-  bit(Feature.NET_STATUS) | bit(Feature.NET_MTU) | bit(Feature.PROTOCOL_FEATURES);
+  bit(Feature.NET_STATUS) | bit(Feature.NET_MTU) | bit(Feature.PROTOCOL_FEATURES) |
+  OFFERED_OFFLOADS;
 
 /** vhost-user protocol features the device offers. */
 export const OFFERED_PROTOCOL_FEATURES = bit(ProtocolFeature.REPLY_ACK) |

@@ -125,6 +125,11 @@ export class VhostNetDevice {
     return u64(native().mvn_dev_get(this.handle, DevField.ACTIVE)) !== 0n;
   }
 
+  /** The virtio features the driver accepted (0 before SET_FEATURES). */
+  get features(): bigint {
+    return u64(native().mvn_dev_get(this.handle, DevField.FEATURES));
+  }
+
   /** A frontend (VMM) is connected. */
   get connected(): boolean {
     return this.#backend.connected();
@@ -183,7 +188,8 @@ export class VhostNetDevice {
     return out;
   }
 
-  /** Pops the frames the guest sent into `batch` (virtio-net header stripped). */
+  /** Pops the frames the guest sent into `batch`, each with its virtio-net header as metadata
+   * ({@link FrameBatch.meta}). */
   receiveBurst(batch: FrameBatch): number {
     const count = check(
       native().mvn_dev_tx_burst(this.handle, batch.bytes, batch.bytes.length, batch.capacity),
@@ -193,8 +199,8 @@ export class VhostNetDevice {
     return count;
   }
 
-  /** Delivers frames to the guest; those without a receive buffer are dropped and counted.
-   * Returns how many were delivered. */
+  /** Delivers frames to the guest, a batch's with their metadata (an array's without offload);
+   * those without a receive buffer are dropped and counted. Returns how many were delivered. */
   sendBurst(frames: FrameBatch | readonly Uint8Array[]): number {
     let batch: FrameBatch;
     if (frames instanceof FrameBatch) {

@@ -1,27 +1,31 @@
 /**
  * A batch of Ethernet frames in one reusable buffer, laid out as the shim's burst calls take
- * and produce them: `[u32 length, little-endian][bytes]...`. One batch is allocated per loop,
- * not per packet.
+ * and produce them: `[u32 length, little-endian][10 bytes of metadata][bytes]...`. The metadata
+ * is the frame's virtio-net header without num_buffers (checksum and segmentation offloads,
+ * see `routing/offload.ts`). One batch is allocated per loop, not per packet.
  *
  * @example
  * ```ts
  * const batch = new FrameBatch(64);
  * batch.push(new Uint8Array(60));
  * batch.frame(0).length; // 60
+ * batch.meta(0); // 10 zero bytes: no offload
  * ```
  * @module
  */
 
-import { MAX_FRAME } from "../ffi/binding.ts";
+import { MAX_FRAME, META_SIZE } from "../ffi/binding.ts";
 
 /** Default buffer size: 64 full-size Ethernet frames, and always room for one of MAX_FRAME. */
 const DEFAULT_BYTES = 256 * 1024;
+/** Bytes in front of each frame: its length and its metadata. */
+const RECORD_HEADER = 4 + META_SIZE;
 
 /** Frames in one buffer; {@link offsets} and {@link lengths} index them without copies. */
 export class FrameBatch {
   /** The raw buffer handed to the shim. */
   readonly bytes: Uint8Array<ArrayBuffer>;
-  /** Where frame i's bytes start in {@link bytes}. */
+  /** Where frame i's bytes start in {@link bytes} (its metadata is the 10 bytes before). */
   readonly offsets: Uint32Array;
   /** Frame i's length. */
   readonly lengths: Uint32Array;
@@ -33,7 +37,7 @@ export class FrameBatch {
 
   /** A batch of up to `capacity` frames in `bytes` bytes (at least one maximal frame). */
   constructor(readonly capacity: number, bytes = DEFAULT_BYTES) {
-    this.bytes = new Uint8Array(Math.max(bytes, 4 + MAX_FRAME));
+    this.bytes = new Uint8Array(Math.max(bytes, RECORD_HEADER + MAX_FRAME));
     this.view = new DataView(this.bytes.buffer);
     this.offsets = new Uint32Array(capacity);
     this.lengths = new Uint32Array(capacity);
@@ -45,17 +49,22 @@ export class FrameBatch {
     this.used = 0;
   }
 
-  /** Appends a frame; false when the batch is full. */
-  push(frame: Uint8Array): boolean {
-    if (this.count >= this.capacity || this.bytes.length - this.used < 4 + frame.length) {
-      return false;
-    }
+  /** True when a frame of `length` bytes still fits. */
+  fits(length: number): boolean {
+    return this.count < this.capacity && this.bytes.length - this.used >= RECORD_HEADER + length;
+  }
+
+  /** Appends a frame with its metadata (none: no offload); false when the batch is full. */
+  push(frame: Uint8Array, meta?: Uint8Array): boolean {
+    if (!this.fits(frame.length)) return false;
     this.view.setUint32(this.used, frame.length, true);
-    this.bytes.set(frame, this.used + 4);
-    this.offsets[this.count] = this.used + 4;
+    if (meta) this.bytes.set(meta.subarray(0, META_SIZE), this.used + 4);
+    else this.bytes.fill(0, this.used + 4, this.used + RECORD_HEADER);
+    this.bytes.set(frame, this.used + RECORD_HEADER);
+    this.offsets[this.count] = this.used + RECORD_HEADER;
     this.lengths[this.count] = frame.length;
     this.count++;
-    this.used += 4 + frame.length;
+    this.used += RECORD_HEADER + frame.length;
     return true;
   }
 
@@ -64,9 +73,9 @@ export class FrameBatch {
     let off = 0;
     for (let i = 0; i < count; i++) {
       const len = this.view.getUint32(off, true);
-      this.offsets[i] = off + 4;
+      this.offsets[i] = off + RECORD_HEADER;
       this.lengths[i] = len;
-      off += 4 + len;
+      off += RECORD_HEADER + len;
     }
     this.count = count;
     this.used = off;
@@ -75,5 +84,10 @@ export class FrameBatch {
   /** Frame i as a view into the buffer (valid until the batch is reused). */
   frame(i: number): Uint8Array {
     return this.bytes.subarray(this.offsets[i], this.offsets[i] + this.lengths[i]);
+  }
+
+  /** Frame i's metadata (the virtio-net header without num_buffers) as a writable view. */
+  meta(i: number): Uint8Array {
+    return this.bytes.subarray(this.offsets[i] - META_SIZE, this.offsets[i]);
   }
 }

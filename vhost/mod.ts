@@ -1,6 +1,7 @@
 /**
- * vhost-user virtio-net backend: the device ({@link VhostNetDevice}), its frame batches and
- * the wire codec.
+ * vhost-user virtio-net backend: the device ({@link VhostNetDevice}), its frame batches, the
+ * receive side that adapts frames to the guest's offloads ({@link GuestReceiver}) and the wire
+ * codec.
  * @module
  */
 
@@ -13,4 +14,5 @@ export {
   VhostNetDevice,
 } from "./device.ts";
 export { FrameBatch } from "./frame_batch.ts";
+export { GuestReceiver } from "./receive.ts";
 export * from "./protocol.ts";

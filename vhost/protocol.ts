@@ -98,8 +98,20 @@ export const ProtocolFeature = {
 
 /** Virtio (and vhost-user transport) feature bits the net device deals in. */
 export const Feature = {
+  /** The driver may send partial checksums (VIRTIO_NET_F_CSUM). */
+  NET_CSUM: 0,
+  /** The driver takes partial checksums (VIRTIO_NET_F_GUEST_CSUM). */
+  NET_GUEST_CSUM: 1,
   NET_MTU: 3,
   NET_MAC: 5,
+  /** The driver takes TCP/IPv4, TCP/IPv6 GSO frames, and with the ECN bit. */
+  NET_GUEST_TSO4: 7,
+  NET_GUEST_TSO6: 8,
+  NET_GUEST_ECN: 9,
+  /** The driver may send TCP/IPv4, TCP/IPv6 GSO frames, and with the ECN bit. */
+  NET_HOST_TSO4: 11,
+  NET_HOST_TSO6: 12,
+  NET_HOST_ECN: 13,
   NET_MRG_RXBUF: 15,
   NET_STATUS: 16,
   RING_INDIRECT_DESC: 28,

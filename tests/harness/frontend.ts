@@ -371,9 +371,10 @@ export class Frontend {
 
   /** Takes `len` bytes of guest RAM for buffers (bump allocation, 16-byte aligned). */
   allocGuest(len: number): number {
+    // Wrap before handing out a buffer that would run past the end of guest RAM.
+    if (align(this.#heap + len, 16) > this.mem.size) this.#heap = 0x20000;
     const a = this.#heap;
     this.#heap = align(this.#heap + len, 16);
-    if (this.#heap > this.mem.size) this.#heap = 0x20000;
     return a;
   }
 
@@ -537,13 +538,15 @@ export class Frontend {
     return Number(nativeTest().mvn_test_eventfd_read(this.call[q], timeoutMs));
   }
 
-  /** Puts one frame (with a zero virtio-net header) into the TX ring as `pieces`
-   * descriptors, or as an indirect table; kicks. Returns the head. */
+  /** Puts one frame (with a zero virtio-net header, or the first 10 bytes of one given as
+   * `header`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset) into the TX ring as
+   * `pieces` descriptors, or as an indirect table; kicks. Returns the head. */
   sendFrame(
     frame: Uint8Array,
-    opts: { pieces?: number; indirect?: boolean; at?: number } = {},
+    opts: { pieces?: number; indirect?: boolean; at?: number; header?: Uint8Array } = {},
   ): number {
     const data = new Uint8Array(this.hdrLen + frame.length);
+    if (opts.header) data.set(opts.header.subarray(0, 10), 0);
     data.set(frame, this.hdrLen);
     const addr = opts.at ?? this.allocGuest(data.length);
     this.mem.write(addr, data);
@@ -573,6 +576,12 @@ export class Frontend {
   /** Frames the device delivered, header stripped, merged buffers joined. Also returns each
    * frame's num_buffers. */
   readRx(): { frame: Uint8Array; numBuffers: number }[] {
+    return this.readRxWithHeaders().map(({ frame, numBuffers }) => ({ frame, numBuffers }));
+  }
+
+  /** Like {@link readRx}, with each frame's virtio-net header (its first 10 bytes: flags,
+   * gso_type, hdr_len, gso_size, csum_start, csum_offset). */
+  readRxWithHeaders(): { frame: Uint8Array; header: Uint8Array; numBuffers: number }[] {
     const used = this.rings[RXQ].takeUsed();
     const out = [];
     const mrg = (this.features & bit(Feature.NET_MRG_RXBUF)) !== 0n;
@@ -587,7 +596,7 @@ export class Frontend {
           parts.push(gather(this.mem, used[i].segs, used[i].len));
         }
       }
-      out.push({ frame: concat(parts), numBuffers });
+      out.push({ frame: concat(parts), header: first.slice(0, 10), numBuffers });
     }
     return out;
   }
