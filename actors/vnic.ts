@@ -53,6 +53,10 @@ import {
   VhostNetDevice,
 } from "../vhost/device.ts";
 import { native } from "../ffi/binding.ts";
+import { SecurityFilter } from "../secgroup/mod.ts";
+import { GuestReceiver } from "../vhost/receive.ts";
+import { prepareFromGuest, pushToTun } from "../routing/offload.ts";
+import { childSocketGroup, shareSocket } from "../daemon/socket_access.ts";
 
 /** Another vNIC of the same network, as this one routes to it. */
 export interface Peer {
@@ -147,6 +151,8 @@ interface VnicState {
   topology: Topology;
   /** The TUN actor's ring and wake fd, when this network has one. */
   tun: { ring: FrameRing; wakeFd: number } | null;
+  /** The vNIC's security groups; off (and never called) while none is attached. */
+  secgroups: SecurityFilter;
 }
 
 function report(state: VnicState, ctx: ActorContext, status: NicStatus): void {
@@ -299,15 +305,22 @@ function familyDisabled(state: VnicState, frame: Uint8Array): boolean {
 function handleTx(
   state: VnicState,
   batch: FrameBatch,
-  replies: FrameBatch,
+  replies: GuestReceiver,
   wake: Set<number>,
   wakeTun: { value: boolean },
 ): void {
   state.forward.nowMs = performance.now();
   for (let i = 0; i < batch.count; i++) {
     const frame = batch.frame(i);
+    const meta = batch.meta(i);
     if (familyDisabled(state, frame)) {
       bump(state.routeDrops, "family_disabled");
+      continue;
+    }
+    // Bad offload metadata is refused; a partial UDP checksum is completed for the services.
+    const badOffload = prepareFromGuest(meta, frame);
+    if (badOffload) {
+      bump(state.routeDrops, badOffload);
       continue;
     }
     const v = handleGuestFrame(state.services, frame, state.drops);
@@ -316,26 +329,32 @@ function handleTx(
       continue;
     }
     if (v.kind === "drop") continue;
-    const r = forward(state.forward, frame);
+    // Security groups see only what leaves through the router: the gateway's services above
+    // (ARP, NDP, DHCP) are never filtered.
+    const sg = state.secgroups;
+    if (sg.enabled && !sg.filter(frame, "egress", state.forward.nowMs).pass) continue;
+    const r = forward(state.forward, frame, meta);
     switch (r.kind) {
       case "deliver": {
         const to = r.to as PeerRoute;
         if (to.id === state.nic.id) {
-          if (!replies.push(frame)) bump(state.routeDrops, "reply_overflow");
+          replies.push(frame, meta);
         } else if (to.handle === null) {
           bump(state.routeDrops, "peer_down");
-        } else if (!to.ring.push(frame)) {
+        } else if (!to.ring.push(frame, meta)) {
           bump(state.routeDrops, "peer_ring_full");
         } else {
           wake.add(to.handle);
         }
         break;
       }
-      case "tun":
+      case "tun": {
+        const why = state.tun ? pushToTun(state.tun.ring, r.packet, meta, frame) : null;
         if (!state.tun) bump(state.routeDrops, "tun_unavailable");
-        else if (!state.tun.ring.push(r.packet)) bump(state.routeDrops, "tun_ring_full");
+        else if (why) bump(state.routeDrops, why);
         else wakeTun.value = true;
         break;
+      }
       case "drop":
         bump(state.routeDrops, r.reason);
         if (r.reply && !replies.push(r.reply)) bump(state.routeDrops, "reply_overflow");
@@ -347,18 +366,28 @@ function handleTx(
 async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
   const dev = state.device;
   const tx = dev.frameBuffer(BURST);
-  const out = dev.frameBuffer(BURST * 2);
+  // Frames for the guest, adapted to the offloads it negotiated; a full batch is delivered.
+  const out = new GuestReceiver(
+    dev,
+    dev.frameBuffer(BURST * 2),
+    (why) => bump(state.routeDrops, why),
+  );
   const wake = new Set<number>();
   const wakeTun = { value: false };
-  const toGuest = (f: Uint8Array) => {
-    if (!out.push(f)) bump(state.routeDrops, "inbound_overflow");
+  const toGuest = (f: Uint8Array, meta?: Uint8Array) => {
+    out.push(f, meta);
+  };
+  // What peers and the TUN send passes the security groups; the clock is read once per drain.
+  let sgNow = 0;
+  const toGuestFiltered = (f: Uint8Array, meta?: Uint8Array) => {
+    if (state.secgroups.filter(f, "ingress", sgNow).pass) out.push(f, meta);
   };
   while (!state.stop && !ctx.stopping) {
     const ready = dev.poll(POLL_TIMEOUT_MS);
     if (ready & DeviceEvents.CONTROL) {
       for (const t of dev.service()) applyTransition(state, ctx, t);
     }
-    out.clear();
+    out.begin();
     if (ready & DeviceEvents.TX) {
       tx.clear();
       dev.receiveBurst(tx);
@@ -368,14 +397,19 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       if (wakeTun.value && state.tun) native().mvn_eventfd_signal(state.tun.wakeFd);
       wakeTun.value = false;
     }
-    state.ring.drain(BURST, toGuest);
+    if (state.secgroups.enabled) {
+      sgNow = state.secgroups.now();
+      state.ring.drain(BURST, toGuestFiltered);
+    } else {
+      state.ring.drain(BURST, toGuest);
+    }
     if (state.nic.ipv6 && dev.driverReady && Date.now() >= state.raDue) {
       const ra = buildPeriodicRa(state.services);
       if (!(ra instanceof WireError)) toGuest(ra);
       state.raSent++;
       state.raDue = nextRaTime(Date.now(), state.raSent, DEFAULT_RA_INTERVALS, Math.random());
     }
-    if (out.count > 0) dev.sendBurst(out);
+    out.flush();
     await yieldToMailbox();
   }
 }
@@ -386,6 +420,26 @@ function refresh(state: VnicState, topology: Topology): void {
   state.forward = forwardContext(state.nic, state.network, topology, state.forward.icmpErrors);
   state.topology = topology;
   state.tun = tunOf(topology);
+}
+
+/**
+ * Applies the vNIC's security groups: the filter recompiles its rules and drops the tracked
+ * flows they no longer allow (a no-op when nothing changed). Rules it cannot compile allow
+ * nothing and are logged.
+ */
+function applySecurityGroups(state: VnicState, ctx: ActorContext): void {
+  // Desired state written before protocol version 2 has neither field.
+  const groups = state.nic.securityGroupIds ?? [];
+  const r = state.secgroups.update(groups, state.nic.rules ?? []);
+  if (!r.changed) return;
+  ctx.log.info("security groups applied", {
+    groups: groups.length,
+    rules: state.nic.rules?.length ?? 0,
+    revokedFlows: r.revoked,
+  });
+  for (const bad of r.rejected) {
+    ctx.log.warn("security group rule ignored", { rule: bad.id, error: bad.error });
+  }
 }
 
 function tunOf(topology: Topology): VnicState["tun"] {
@@ -404,6 +458,15 @@ if (import.meta.main) {
           mac: args.nic.mac,
           mtu: args.network.mtu,
         });
+      if (args.adoptHandle === null) {
+        // Born connectable by the daemon user only (umask); now open it to the VMMs' group.
+        try {
+          shareSocket(args.nic.socketPath, childSocketGroup());
+        } catch (e) {
+          device.close();
+          throw e;
+        }
+      }
       ctx.emit({ type: "DeviceOpened", handle: device.handle } satisfies VnicEvent);
       const limiter = new RateLimiter(ICMP_ERROR_RATE, ICMP_ERROR_BURST);
       const state: VnicState = {
@@ -422,7 +485,9 @@ if (import.meta.main) {
         raDue: Date.now(),
         topology: args.topology,
         tun: tunOf(args.topology),
+        secgroups: new SecurityFilter(),
       };
+      applySecurityGroups(state, ctx);
       if (args.adoptHandle !== null) ctx.log.info("adopted live device", { handle: device.handle });
       state.loop = runLoop(state, ctx);
       return state;
@@ -432,6 +497,7 @@ if (import.meta.main) {
         case "NicChanged":
           state.nic = msg.nic;
           refresh(state, state.topology);
+          applySecurityGroups(state, ctx);
           return;
         case "NetworkChanged":
           state.network = msg.network;
@@ -446,6 +512,7 @@ if (import.meta.main) {
             if (v) counters[`service_drop_${k}`] = v;
           }
           for (const [k, v] of Object.entries(state.routeDrops)) counters[`route_drop_${k}`] = v;
+          Object.assign(counters, state.secgroups.counters());
           return counters;
         }
         case "InjectFault":
