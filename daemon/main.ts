@@ -11,8 +11,11 @@
 import { CHILD_CONFIG_ENV, type Config, ConfigError, parseArgs, usage } from "./config.ts";
 import { configureLogging, createLogger } from "./log.ts";
 import { type ProcessLimits, type ProcessSpec, ProcessSupervisor } from "./process_supervisor.ts";
+import { checkSocketGroup } from "./socket_access.ts";
 
 const ROOT_DIR = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+/** Exit code of a configuration error (as for a bad flag). */
+const CONFIG_EXIT_CODE = 2;
 
 /** Permission flags of each child, with the reason for each in docs and README. */
 export function childSpecs(cfg: Config): ProcessSpec[] {
@@ -37,6 +40,8 @@ export function childSpecs(cfg: Config): ProcessSpec[] {
         `--allow-write=${[cfg.dataDir, cfg.socketDir].join(",")}`,
         "--allow-env",
         "--allow-run=ip",
+        // Deno.umask() needs it (there is no narrower descriptor); --allow-ffi grants more.
+        "--allow-sys",
         `${ROOT_DIR}/actors/dataplane.ts`,
       ],
       env,
@@ -68,6 +73,11 @@ export async function runRoot(cfg: Config, limits?: Partial<ProcessLimits>): Pro
   const log = createLogger("root");
   Deno.mkdirSync(cfg.dataDir, { recursive: true });
   Deno.mkdirSync(cfg.socketDir, { recursive: true });
+  const groupProblem = checkSocketGroup(cfg.socketGroup, cfg.dataDir);
+  if (groupProblem) {
+    console.error(`mvirt-net: ${groupProblem}`);
+    return CONFIG_EXIT_CODE;
+  }
   const done = Promise.withResolvers<number>();
   const sup = new ProcessSupervisor({
     log,
@@ -124,7 +134,7 @@ if (import.meta.main) {
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     console.error(`mvirt-net: ${e.message}`);
-    Deno.exit(2);
+    Deno.exit(CONFIG_EXIT_CODE);
   }
   if (parsed.help) {
     console.log(usage());

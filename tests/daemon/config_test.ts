@@ -86,3 +86,46 @@ Deno.test("listen addresses round-trip", () => {
     assertEquals(formatListen(parseListen(a)), a);
   }
 });
+
+Deno.test("--socket-group: names are looked up in the group file, GIDs taken as given", () => {
+  const dir = Deno.makeTempDirSync();
+  const groups = `${dir}/group`;
+  Deno.writeTextFileSync(groups, "root:x:0:\nkvm:x:104:alice\nlibvirt-qemu:x:64055:\n");
+  try {
+    assertEquals(parseConfig([], {}, "/", groups).socketGroup, null, "default: no change");
+    assertEquals(parseConfig(["--socket-group", "kvm"], {}, "/", groups).socketGroup, 104);
+    assertEquals(
+      parseConfig([], { MVIRT_NET_SOCKET_GROUP: "libvirt-qemu" }, "/", groups).socketGroup,
+      64055,
+    );
+    assertEquals(parseConfig(["--socket-group=4242"], {}, "/", groups).socketGroup, 4242);
+    const bad: Array<[string[], Record<string, string>, string]> = [
+      [["--socket-group", "wheel"], {}, `--socket-group: no group named "wheel" in ${groups}`],
+      [
+        ["--socket-group", "4294967295"],
+        {},
+        '--socket-group: a GID must be 0-4294967294, got "4294967295"',
+      ],
+      [
+        [],
+        { MVIRT_NET_SOCKET_GROUP: "a b" },
+        'MVIRT_NET_SOCKET_GROUP: expected a group name or a numeric GID, got "a b"',
+      ],
+    ];
+    for (const [args, env, msg] of bad) {
+      assertThrows(() => parseConfig(args, env, "/", groups), ConfigError, msg);
+    }
+    assertThrows(
+      () => parseConfig(["--socket-group", "kvm"], {}, "/", `${dir}/missing`),
+      ConfigError,
+      "--socket-group: cannot read",
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("the gRPC TCP listener defaults to loopback", () => {
+  const { listen } = parseConfig([], {}, "/");
+  assertEquals(listen.kind === "tcp" && listen.host, "::1");
+});

@@ -3,7 +3,7 @@
 import { assertEquals } from "../assert.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
-const ASAN_FILES = ["adopt", "control", "hostile", "traffic"].map((f) =>
+const ASAN_FILES = ["adopt", "control", "hostile", "offload", "traffic"].map((f) =>
   `tests/vhost/${f}_test.ts`
 );
 
