@@ -9,6 +9,7 @@
  */
 
 import { childConfig, type Config, controlSocketPath } from "../daemon/config.ts";
+import { ensureSafeUmask, PRIVATE_SOCKET_MODE } from "../daemon/socket_access.ts";
 import { configureLogging, createLogger, type Logger } from "../daemon/log.ts";
 import { Channel, RemoteError } from "../daemon/ipc.ts";
 import type { NicStatus, Request, Response } from "../daemon/protocol.ts";
@@ -17,6 +18,10 @@ import { Fleet } from "./fleet.ts";
 import { nativeDeviceControl } from "./vnic.ts";
 
 const startedAt = performance.now();
+/** Set to "1" (tests only) to let the control socket's InjectFault crash actors. */
+const FAULT_INJECTION_ENV = "MVIRT_NET_FAULT_INJECTION";
+/** What a `diagnostics` peer may ask: nothing that changes the desired state. */
+const DIAGNOSTICS_REQUESTS = new Set<Request["type"]>(["GetNicCounters", "Ping", "InjectFault"]);
 
 /**
  * Removes socket files in the socket directory that no wanted vNIC owns: left by a crash, or
@@ -63,6 +68,16 @@ async function handle(fleet: Fleet, cfg: Config, log: Logger, req: Request): Pro
       return { type: "Counters", counters: await fleet.nicCounters(req.id) };
     case "Ping":
       return { type: "Pong", pid: Deno.pid, uptimeMs: Math.round(performance.now() - startedAt) };
+    case "InjectFault":
+      if (Deno.env.get(FAULT_INJECTION_ENV) !== "1") {
+        throw new RemoteError(
+          "invalid",
+          `fault injection into ${req.actor} refused: the dataplane runs without ${FAULT_INJECTION_ENV}=1`,
+        );
+      }
+      log.warn("injecting a fault", { actor: req.actor, reason: req.reason });
+      await fleet.injectFault(req.actor, req.reason);
+      return { type: "Done" };
     default:
       throw new RemoteError("invalid", `unknown request type ${(req as { type: string }).type}`);
   }
@@ -92,6 +107,8 @@ async function claimControlSocket(path: string, log: Logger): Promise<void> {
 export async function runDataplane(cfg: Config): Promise<number> {
   configureLogging({ level: cfg.logLevel, format: cfg.logFormat });
   const log = createLogger("dataplane");
+  // vNIC and control sockets must be born private (daemon/socket_access.ts).
+  ensureSafeUmask();
   const path = controlSocketPath(cfg);
   await claimControlSocket(path, log);
   const done = Promise.withResolvers<number>();
@@ -109,14 +126,22 @@ export async function runDataplane(cfg: Config): Promise<number> {
   });
   await fleet.startTun();
   const listener = Deno.listen({ transport: "unix", path });
-  Deno.chmodSync(path, 0o600);
+  Deno.chmodSync(path, PRIVATE_SOCKET_MODE);
   log.info("dataplane ready", { pid: Deno.pid, control: path });
   (async () => {
     for await (const conn of listener) {
       try {
+        // Requests may arrive with the peer's hello, before open() returns the channel.
+        const opened = Promise.withResolvers<Channel>();
         const ch = await Channel.open(conn, {
           role: "dataplane",
-          onRequest: (req) => handle(fleet, cfg, log, req),
+          onRequest: async (req) => {
+            const peer = (await opened.promise).peer;
+            if (peer.role === "diagnostics" && !DIAGNOSTICS_REQUESTS.has(req.type)) {
+              throw new RemoteError("invalid", `${req.type} is not for a diagnostics connection`);
+            }
+            return await handle(fleet, cfg, log, req);
+          },
           onClose: (reason) => {
             if (link.api === ch) {
               link.api = null;
@@ -124,6 +149,11 @@ export async function runDataplane(cfg: Config): Promise<number> {
             }
           },
         });
+        opened.resolve(ch);
+        if (ch.peer.role === "diagnostics") {
+          log.debug("diagnostics connected", { pid: ch.peer.pid });
+          continue;
+        }
         link.api?.close("replaced by a new api connection");
         link.api = ch;
         log.info("api connected", { apiPid: ch.peer.pid });

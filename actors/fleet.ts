@@ -70,7 +70,10 @@ interface NicEntry {
   ring: SharedArrayBuffer;
 }
 
-/** Frames a vNIC's inbound ring holds: four bursts of its peers. */
+/**
+ * Minimum slots of a vNIC's inbound ring (four bursts of its peers); FrameRing.allocate raises
+ * it to at least 1 MiB so that a burst of 64 KiB TSO frames fits.
+ */
 const RING_SLOTS = 256;
 /** Room for an Ethernet header (with a VLAN tag) on top of the network's MTU. */
 const RING_FRAME_OVERHEAD = 18;
@@ -170,14 +173,23 @@ export class Fleet {
     throw new RemoteError("not_found", `no vNIC ${id} in the dataplane`);
   }
 
-  /** A running actor by path, for fault-injection tests: `net:<id>` or `vnic:<id>`. */
+  /** A running actor by path, for fault-injection tests: `net:<id>`, `vnic:<id>` or `tun`. */
   actor(path: string): ActorRef<{ type: string }> | null {
     const [kind, id] = path.split(":");
     for (const net of this.#networks.values()) {
       if (kind === "net" && net.desired.id === id) return net.sup.ref(NETWORK_ACTOR_ID);
       if (kind === "vnic" && net.nics.has(id)) return net.sup.ref(vnicChildId(id));
     }
+    if (kind === "tun") return this.#tun?.sup.ref(TUN_ACTOR_ID) ?? null;
     return null;
+  }
+
+  /** Makes one actor (a path of {@link Fleet.actor}) crash outside any handler. */
+  async injectFault(path: string, reason: string): Promise<void> {
+    const ref = this.actor(path);
+    if (!ref) throw new RemoteError("not_found", `no running actor ${path} in the dataplane`);
+    const msg: NetworkMsg | VnicMsg | TunMsg = { type: "InjectFault", reason };
+    await ref.call(msg);
   }
 
   /** Stops every actor (vNIC sockets are removed by their actors). */

@@ -94,7 +94,15 @@ export type Request =
   | { type: "UpsertNic"; nic: DesiredNic }
   | { type: "RemoveNic"; id: string }
   | { type: "GetNicCounters"; id: string }
-  | { type: "Ping" };
+  | { type: "Ping" }
+  | InjectFault;
+
+/**
+ * Crashes one actor of the dataplane, as a bug in it would, so that tests can watch the
+ * supervisor restart it. `actor` is `vnic:<nic id>`, `net:<network id>` or `tun`. Refused
+ * unless the dataplane runs with MVIRT_NET_FAULT_INJECTION=1; no gRPC call sends it.
+ */
+export type InjectFault = { type: "InjectFault"; actor: string; reason: string };
 
 /** Answers, by request type. */
 export interface ResponseByType {
@@ -105,6 +113,7 @@ export interface ResponseByType {
   RemoveNic: { type: "Done" };
   GetNicCounters: { type: "Counters"; counters: NicCounters };
   Ping: { type: "Pong"; pid: number; uptimeMs: number };
+  InjectFault: { type: "Done" };
 }
 
 /** Any answer. */
@@ -117,7 +126,11 @@ export type Event = { type: "NicStateChanged"; status: NicStatus };
 export interface Hello {
   type: "Hello";
   version: number;
-  role: "api" | "dataplane";
+  /**
+   * `diagnostics`: a tool or test that only asks (counters, fault injection); unlike `api`, it
+   * does not replace the api's connection.
+   */
+  role: "api" | "dataplane" | "diagnostics";
   pid: number;
 }
 

@@ -10,7 +10,9 @@
  * @module
  */
 
-import { unixAccepts, until } from "./wait.ts";
+import { unixAccepts, until, withTimeout } from "./wait.ts";
+import { Channel } from "../../daemon/ipc.ts";
+import type { Request, ResponseByType } from "../../daemon/protocol.ts";
 
 /** Re-exported: tests that start a daemon usually wait for something. */
 export { until };
@@ -233,4 +235,28 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     throw new Error(`${(e as Error).message}\n--- daemon log ---\n${text}`);
   }
   return d;
+}
+
+/**
+ * Sends one request to a running dataplane over its control socket
+ * (`<dataDir>/dataplane.sock`) as a `diagnostics` peer, which leaves the api's own connection
+ * alone: counters (`GetNicCounters`), `Ping`, and `InjectFault` (the test daemon runs with
+ * MVIRT_NET_FAULT_INJECTION=1).
+ */
+export async function dataplaneRequest<R extends Request>(
+  dataDir: string,
+  req: R,
+  timeoutMs = 10_000,
+): Promise<ResponseByType[R["type"]]> {
+  const conn = await Deno.connect({ transport: "unix", path: `${dataDir}/dataplane.sock` });
+  let ch: Channel | undefined;
+  try {
+    const opening = Channel.open(conn, { role: "diagnostics", requestTimeoutMs: timeoutMs });
+    opening.catch(() => {}); // a late failure after the timeout below is not news
+    ch = await withTimeout(opening, timeoutMs, "the dataplane's hello on its control socket");
+    return await ch.request(req);
+  } finally {
+    if (ch) ch.close("diagnostics request done");
+    else conn.close();
+  }
 }

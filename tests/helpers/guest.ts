@@ -29,6 +29,16 @@ export interface QueueOptions {
   mrg_rxbuf?: boolean;
   event_idx?: boolean;
   indirect_desc?: boolean;
+  /** Checksum and segmentation offloads the device offers the guest (off: the guest
+   * completes checksums and segments itself, and takes only complete MTU-sized frames). */
+  csum?: boolean;
+  guest_csum?: boolean;
+  host_tso4?: boolean;
+  host_tso6?: boolean;
+  host_ecn?: boolean;
+  guest_tso4?: boolean;
+  guest_tso6?: boolean;
+  guest_ecn?: boolean;
 }
 
 /** One vNIC of a guest; the first is eth0 in the guest, the second eth1, and so on. */
@@ -62,6 +72,10 @@ export interface GuestOptions {
   noReboot?: boolean;
   /** Wait for the ready marker before returning, default true. */
   waitForReady?: boolean;
+  /** Memory hot-plug: DIMM slots and the most RAM in MiB (`-m <memoryMb>M,slots=,maxmem=`). */
+  memoryHotplug?: { slots: number; maxMemoryMb: number };
+  /** Open a QMP socket, for {@link Guest.qmp}; default false. */
+  qmp?: boolean;
 }
 
 /** What {@link Guest.run} returns. */
@@ -110,6 +124,11 @@ export interface Guest extends AsyncDisposable {
   shutdown(timeoutMs?: number): Promise<number>;
   /** Sends a signal to QEMU by PID. */
   kill(signal?: Deno.Signal): void;
+  /**
+   * Runs one QMP command (`execute` with `arguments`) and returns its `return` value; throws
+   * with QMP's error. Only for guests booted with `qmp: true`.
+   */
+  qmp(execute: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
   /** Kills QEMU by PID if it still runs and waits for it; idempotent. */
   close(): Promise<void>;
 }
@@ -270,7 +289,9 @@ async function launch(
     "-smp",
     String(opts.cpus ?? 1),
     "-m",
-    `${mem}M`,
+    opts.memoryHotplug
+      ? `${mem}M,slots=${opts.memoryHotplug.slots},maxmem=${opts.memoryHotplug.maxMemoryMb}M`
+      : `${mem}M`,
     // vhost-user backends map guest RAM: it must be a shared file (memfd).
     "-object",
     `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
@@ -293,6 +314,9 @@ async function launch(
     "chardev:ser0",
   ];
   if (opts.noReboot) args.push("-no-reboot");
+  // Numbered like the log file below (seq + 1 is what it takes: nothing awaits in between).
+  const qmpPath = opts.qmp ? `${OUT_DIR}/qmp-${Deno.pid}-${seq + 1}.sock` : undefined;
+  if (qmpPath) args.push("-qmp", `unix:${qmpPath},server=on,wait=off`);
   (opts.nics ?? []).forEach((nic, i) => {
     if (!/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(nic.mac)) {
       throw new Error(`bad MAC ${nic.mac}`);
@@ -310,6 +334,8 @@ async function launch(
       // vhost-user and MSI-X segfaults when the guest starts the NIC.
       `virtio-net-pci,netdev=n${i},mac=${nic.mac},addr=0x${(0x10 + i).toString(16)},romfile=` +
         `${sw("mrg_rxbuf")}${sw("event_idx")}${sw("indirect_desc")}` +
+        `${sw("csum")}${sw("guest_csum")}${sw("host_tso4")}${sw("host_tso6")}${sw("host_ecn")}` +
+        `${sw("guest_tso4")}${sw("guest_tso6")}${sw("guest_ecn")}` +
         (accel === "tcg" ? ",vectors=0" : ""),
     );
   });
@@ -481,6 +507,7 @@ async function launch(
       try {
         logFile.close();
       } catch { /* closed */ }
+      if (qmpPath) await Deno.remove(qmpPath).catch(() => {});
     })();
     return closed;
   };
@@ -552,6 +579,14 @@ async function launch(
       const st = await status;
       return st.signal ? 128 + signalNumber(st.signal) : st.code;
     },
+    async qmp(execute: string, qargs?: Record<string, unknown>, timeoutMs = 20_000) {
+      if (!qmpPath) throw new Error(`guest ${opts.name}: booted without qmp: true`);
+      return await withTimeout(
+        qmpCommand(qmpPath, execute, qargs),
+        timeoutMs,
+        `guest ${opts.name}: QMP ${execute} got no answer within ${timeoutMs} ms`,
+      );
+    },
     kill(signal: Deno.Signal = "SIGKILL") {
       if (!exited) killPid(pid, signal);
     },
@@ -568,6 +603,56 @@ async function launch(
     }
   }
   return guest;
+}
+
+/**
+ * One QMP exchange on a fresh connection: greeting, `qmp_capabilities`, the command. Events
+ * that arrive in between are skipped.
+ */
+async function qmpCommand(
+  path: string,
+  execute: string,
+  args?: Record<string, unknown>,
+): Promise<unknown> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  const enc = new TextEncoder();
+  const dec = new TextDecoder();
+  let buffered = "";
+  const buf = new Uint8Array(65536);
+  const nextReply = async (): Promise<Record<string, unknown>> => {
+    for (;;) {
+      const nl = buffered.indexOf("\n");
+      if (nl >= 0) {
+        const line = buffered.slice(0, nl).trim();
+        buffered = buffered.slice(nl + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line) as Record<string, unknown>;
+        if ("event" in msg) continue;
+        return msg;
+      }
+      const n = await conn.read(buf);
+      if (n === null) throw new Error(`QMP ${path}: closed by QEMU`);
+      buffered += dec.decode(buf.subarray(0, n), { stream: true });
+    }
+  };
+  const exchange = async (cmd: Record<string, unknown>) => {
+    await conn.write(enc.encode(JSON.stringify(cmd) + "\n"));
+    const r = await nextReply();
+    if ("error" in r) throw new Error(`QMP ${cmd.execute}: ${JSON.stringify(r.error)}`);
+    return r.return;
+  };
+  try {
+    const greeting = await nextReply();
+    if (!("QMP" in greeting)) {
+      throw new Error(`QMP ${path}: no greeting: ${JSON.stringify(greeting)}`);
+    }
+    await exchange({ execute: "qmp_capabilities" });
+    return await exchange(args ? { execute, arguments: args } : { execute });
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed by QEMU */ }
+  }
 }
 
 function killPid(pid: number, signal: Deno.Signal): void {
