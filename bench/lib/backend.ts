@@ -25,14 +25,17 @@ export interface BackendPort {
   gatewayMac: Mac;
   portMac: Mac;
   ips: { v4: string; v6: string };
+  /** Where the guest's frames go (`--tx-ip` of testpmd txonly): the other vNIC's addresses. */
+  peerIps: { v4: string; v6: string };
 }
 
 /**
- * Single-direction modes, named from the guest's view: `guest-tx` = the guest sends and the
- * backend consumes (vhost dequeue path), `guest-rx` = the backend produces and the guest
- * receives (vhost enqueue path).
+ * Single-port modes, named from the guest's view: `guest-tx` = the guest sends and the
+ * backend consumes (vhost dequeue path). The guest RX path needs a source of frames that
+ * ours does not have by itself, so it is measured with two ports (the generator's
+ * `--oneway`), not here.
  */
-export type Direction = "guest-tx" | "guest-rx";
+export type Direction = "guest-tx";
 
 /** Parameters of a run that a backend may need (frame size for a traffic source). */
 export interface RunParams {
@@ -58,9 +61,8 @@ export interface Backend {
   /** The exact commands the last start() ran, for the report. */
   commands(): string[];
   /**
-   * Optional: starts the backend with one vNIC for a single-direction run. For `guest-tx`
-   * it consumes what the guest sends; for `guest-rx` it sends frames of
-   * `params.frameSize` to the guest as fast as it can.
+   * Optional: starts the backend for a `guest-tx` run: the guest (testpmd txonly) attaches
+   * to one vNIC and sends to {@link BackendPort.peerIps}; the backend consumes the frames.
    */
   startSingle?(direction: Direction, params: RunParams): Promise<BackendPort>;
 }

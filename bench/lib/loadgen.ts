@@ -6,7 +6,7 @@
  */
 
 import type { BackendPort, BackendPorts, Direction } from "./backend.ts";
-import { ealArgs, TESTPMD, TESTPMD_MBUFS, virtioUserVdev } from "./dpdk.ts";
+import { ealArgs, QUEUE_SIZE, TESTPMD, TESTPMD_MBUFS, virtioUserVdev } from "./dpdk.ts";
 import { Proc, removeDpdkRuntimeDir, shellQuote, sleep, uniquePrefix } from "./proc.ts";
 import { onInterrupt, track, untrack } from "./registry.ts";
 
@@ -69,6 +69,8 @@ export interface GenOptions {
   cpu: number;
   /** Check IPv4 checksums and TTLs on receive. */
   verify?: boolean;
+  /** Circulate port 1 -> backend -> port 0 only (the guest-rx figure). */
+  oneway?: boolean;
 }
 
 /** A finished run: the parsed figures and the exact command. */
@@ -106,6 +108,7 @@ export function generatorArgv(ports: BackendPorts, o: GenOptions, prefix: string
     `--mac1=${ports.portMacs[1]}`,
     `--gw-mac=${ports.gatewayMac}`,
     ...(o.verify ? ["--verify"] : []),
+    ...(o.oneway ? ["--oneway"] : []),
   ];
 }
 
@@ -134,6 +137,9 @@ export async function runGenerator(ports: BackendPorts, o: GenOptions): Promise<
     unregister();
   }
 }
+
+/** How long the single-direction backend may take to consume its first frames. */
+const CONSUME_TIMEOUT_MS = 30_000;
 
 /** What testpmd reports for a single-direction run. */
 export interface SingleResult {
@@ -180,15 +186,13 @@ function parsePortStats(text: string): PortStats[] {
 }
 
 /**
- * Runs testpmd as the guest (one virtio-user port) in `txonly` (guest-tx) or `rxonly`
- * (guest-rx) against a started single-port backend. The figure is testpmd's own rate over
+ * Runs testpmd as the guest (one virtio-user port) in `txonly` (guest-tx) against a started
+ * single-port backend. The figure is testpmd's own rate over
  * the window between two `show port stats 0`.
  */
 export async function runSingle(port: BackendPort, o: SingleOptions): Promise<Run<SingleResult>> {
   const prefix = uniquePrefix("fe");
-  const mode = o.direction === "guest-tx"
-    ? ["--forward-mode=txonly", `--txpkts=${o.frameSize}`]
-    : ["--forward-mode=rxonly"];
+  const mode = ["--forward-mode=txonly", `--txpkts=${o.frameSize}`];
   const argv = [
     // Line-buffered stdout: the statistics arrive while testpmd runs.
     "stdbuf",
@@ -209,9 +213,13 @@ export async function runSingle(port: BackendPort, o: SingleOptions): Promise<Ru
     "--rxd=1024",
     "--txd=1024",
     `--eth-peer=0,${port.gatewayMac}`,
+    // From this guest's address to the other vNIC's: a router forwards them (to a vNIC
+    // without a guest, which drops them); an L2 reference ignores addresses.
+    `--tx-ip=${port.ips.v4},${port.peerIps.v4}`,
   ];
   const script = [
     "start",
+    "show port stats 0 (every 100 ms until TX-packets > the ring size)",
     `(${o.warmup} s) show port stats 0`,
     `(${o.seconds} s) show port stats 0`,
     "stop",
@@ -225,6 +233,20 @@ export async function runSingle(port: BackendPort, o: SingleOptions): Promise<Ru
       throw new Error(`${(e as Error).message}\n${shellQuote(argv)}\n${p.output().slice(-3000)}`);
     });
     await p.write("start\n");
+    // The ring takes QUEUE_SIZE frames without any backend; more means the backend consumes.
+    // A backend that negotiates slowly on a busy machine must not shorten the window.
+    const started = performance.now();
+    for (;;) {
+      const from = p.output().length;
+      await p.write("show port stats 0\n");
+      await p.waitFor(/NIC statistics for port 0[\s\S]*?Tx-bps/, 10_000, from);
+      const [now] = parsePortStats(p.output().slice(from));
+      if (now && now.txPackets > QUEUE_SIZE) break;
+      if (performance.now() - started > CONSUME_TIMEOUT_MS) {
+        throw new Error(`the backend consumed no frame within ${CONSUME_TIMEOUT_MS} ms`);
+      }
+      await sleep(100);
+    }
     await sleep(o.warmup * 1000);
     await p.write("show port stats 0\n");
     const t0 = performance.now();
@@ -244,9 +266,9 @@ export async function runSingle(port: BackendPort, o: SingleOptions): Promise<Ru
       );
     }
     const [a, b] = stats.slice(-2);
-    const tx = o.direction === "guest-tx";
-    const pps = tx ? b.txPps : b.rxPps;
-    const frames = tx ? b.txPackets - a.txPackets : b.rxPackets - a.rxPackets;
+    // txonly's TX rate is what the backend took off the ring: a full ring refuses frames.
+    const pps = b.txPps;
+    const frames = b.txPackets - a.txPackets;
     const result: SingleResult = {
       tool: "dpdk-testpmd",
       direction: o.direction,

@@ -1,7 +1,7 @@
 /**
  * The reference backend: DPDK testpmd with `net_vhost` ports. Two ports in `io` forwarding
- * (port 0 <-> port 1, frames unchanged) for the loop benchmark; one port in `rxonly` or
- * `txonly` for the single-direction ones. Its forwarding lcore runs on `params.cpu`, its
+ * (port 0 <-> port 1, frames unchanged) for the loop and one-way benchmarks; one port in
+ * `rxonly` for the guest TX path. Its forwarding lcore runs on `params.cpu`, its
  * main thread on `params.otherCpu`.
  * @module
  */
@@ -41,15 +41,14 @@ export class TestpmdReference implements Backend {
   }
 
   async startSingle(direction: Direction, params: RunParams): Promise<BackendPort> {
-    const mode = direction === "guest-tx"
-      ? ["--forward-mode=rxonly"]
-      : ["--forward-mode=txonly", `--txpkts=${params.frameSize}`];
-    const [s0] = await this.#launch(1, [...mode, "--port-topology=loop"], params);
+    if (direction !== "guest-tx") throw new Error(`${this.name}: no single-port ${direction}`);
+    const [s0] = await this.#launch(1, ["--forward-mode=rxonly", "--port-topology=loop"], params);
     return {
       socket: s0,
       gatewayMac: DEFAULT_PORTS.gatewayMac,
       portMac: DEFAULT_PORTS.portMacs[0],
       ips: { v4: DEFAULT_PORTS.ips.v4[0], v6: DEFAULT_PORTS.ips.v6[0] },
+      peerIps: { v4: DEFAULT_PORTS.ips.v4[1], v6: DEFAULT_PORTS.ips.v6[1] },
     };
   }
 

@@ -18,6 +18,11 @@ export function track(p: Proc): Proc {
   return p;
 }
 
+/** Records the PID of a process started by one of ours (a daemon's children), for the report. */
+export function noteStarted(pid: number): void {
+  if (!started.includes(pid)) started.push(pid);
+}
+
 /** Forgets a process that was stopped. */
 export function untrack(p: Proc): void {
   live.delete(p);

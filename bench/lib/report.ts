@@ -1,7 +1,11 @@
 /**
- * Statistics over runs and the report: markdown ready for BENCHMARKS.md, and JSON.
+ * Statistics over runs and the shape of the report (written as JSON; rendered to markdown
+ * by summary.ts).
  * @module
  */
+
+import type { ControlReport } from "./control.ts";
+import type { VmReport } from "./vm.ts";
 
 /** Median and range of a set of runs. */
 export interface Summary {
@@ -44,15 +48,21 @@ export interface BenchResult {
   /** The figure we promise (minimum ratio), if any. */
   target?: number;
   ours: BackendRuns | null;
-  reference: BackendRuns;
+  /** Null for a benchmark of ours alone (the security-group cost). */
+  reference: BackendRuns | null;
+  /** Security-group rules attached to both vNICs (the cost benchmark). */
+  rules?: number;
 }
 
 /** The whole report. */
 export interface Report {
+  /** Start and end of the run. */
   date: string;
+  finished: string;
   host: { kernel: string; cpu: string; cpus: number; dpdk: string; commit: string };
   params: {
-    runs: number;
+    /** Runs per backend (a number, or how the defaults split). */
+    runs: number | string;
     seconds: number;
     warmup: number;
     population: number;
@@ -63,83 +73,12 @@ export interface Report {
   /** The harness invocation. */
   harness: string;
   benchmarks: BenchResult[];
+  /** TCP throughput and ping latency between two guests, if measured. */
+  vm?: VmReport;
+  /** Control-plane figures, if measured. */
+  control?: ControlReport;
+  /** Why a part of the suite failed (the others still ran), by set. */
+  failed?: Record<string, string>;
   /** Every PID the harness started (all stopped when it returns). */
   pids: number[];
-}
-
-function fmt(x: number, digits = 3): string {
-  return Number.isFinite(x) ? x.toFixed(digits) : "n/a";
-}
-
-function cell(r: BackendRuns | null): string {
-  if (!r) return "not run";
-  if (r.skipped) return `not run (${r.skipped})`;
-  const s = r.summary;
-  return `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`;
-}
-
-/** The markdown report. */
-export function toMarkdown(rep: Report): string {
-  const oursRuns = rep.benchmarks.find((b) => b.ours)?.ours;
-  const oursName = oursRuns
-    ? (oursRuns.skipped ? `ours: ${oursRuns.backend}` : oursRuns.backend)
-    : "ours";
-  const refName = rep.benchmarks[0]?.reference.backend ?? "reference";
-  const p = rep.params;
-  const out: string[] = [];
-  out.push(`## Packet rates (${rep.date})`);
-  out.push("");
-  out.push(
-    `${p.runs} run(s) of ${p.seconds} s each (after ${p.warmup} s of warm-up), backends ` +
-      `alternating ${p.order}; Mpps as median (min–max). Generator on CPU ${p.genCpu}, the ` +
-      `backend's forwarding thread on CPU ${p.backendCpu}. Host: ${rep.host.cpus} × ` +
-      `${rep.host.cpu}, Linux ${rep.host.kernel}, DPDK ${rep.host.dpdk}, commit ` +
-      `${rep.host.commit}.`,
-  );
-  out.push("");
-  out.push(`| Benchmark | ${oursName} Mpps | ${refName} Mpps | ours / ref | target |`);
-  out.push("|---|---:|---:|---:|---:|");
-  for (const b of rep.benchmarks) {
-    const ratio = b.ratio === null ? "n/a" : fmt(b.ratio, 2);
-    const target = b.target ? `≥ ${b.target}` : "";
-    out.push(`| ${b.title} | ${cell(b.ours)} | ${cell(b.reference)} | ${ratio} | ${target} |`);
-  }
-  out.push("");
-  out.push(
-    "Runs (Mpps, in order; how busy the machine was just before (others' load, of " +
-      "all CPUs), the 1-minute load average before→after, how often the generator's " +
-      "loop was preempted):",
-  );
-  out.push("");
-  for (const b of rep.benchmarks) {
-    for (const r of [b.ours, b.reference]) {
-      if (!r || r.skipped) continue;
-      const runs = r.mpps.map((x, i) => {
-        const raw = r.raw[i] as
-          | { loadavg?: number[]; preempted?: number; others_busy_pct?: number }
-          | undefined;
-        const notes = [];
-        if (raw?.others_busy_pct !== undefined) notes.push(`others ${raw.others_busy_pct}%`);
-        if (raw?.loadavg) notes.push(`load ${raw.loadavg.map((l) => l.toFixed(1)).join("→")}`);
-        if (raw?.preempted !== undefined) notes.push(`preempted ${raw.preempted}×`);
-        return notes.length ? `${fmt(x)} (${notes.join(", ")})` : fmt(x);
-      });
-      out.push(`- ${b.id}, ${r.backend}: ${runs.join("; ")}`);
-    }
-  }
-  out.push("");
-  out.push("Commands (of the first run of each; prefixes and socket paths change per run):");
-  out.push("");
-  out.push("```sh");
-  out.push(`# harness\n${rep.harness}`);
-  for (const b of rep.benchmarks) {
-    for (const r of [b.ours, b.reference]) {
-      if (!r || r.skipped || r.commands.length === 0) continue;
-      out.push(`# ${b.id}, ${r.backend}`);
-      for (const c of r.commands) out.push(c);
-    }
-  }
-  out.push("```");
-  out.push("");
-  return out.join("\n");
 }

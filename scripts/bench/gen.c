@@ -12,6 +12,11 @@
  * against an L3 router (which rewrites MACs and decrements the TTL) as well as against a
  * plain L2 forwarder such as testpmd's io mode between two net_vhost ports.
  *
+ * With --oneway the population circulates in one direction only: every frame is injected
+ * on port 1 and what the backend delivers to port 0 is sent from port 1 again, addresses
+ * unchanged (TTL restored). The backend then does one thing per frame: take it from guest
+ * B's TX ring and put it into guest A's RX ring (the single-direction guest-rx figure).
+ *
  * Frames that are not part of the population (another ethertype, another destination IP:
  * ARP, NDP, router advertisements of a real router) are counted as "foreign" and freed.
  *
@@ -64,6 +69,7 @@ struct opts {
 	unsigned nb_mbufs;
 	unsigned desc;
 	bool verify;
+	bool oneway; /* every frame goes port 1 -> backend -> port 0 only */
 	bool have_mac[NPORTS];
 	struct rte_ether_addr mac[NPORTS]; /* own MAC of port 0 (guest A) and 1 (guest B) */
 	struct rte_ether_addr gw_mac;      /* destination MAC of every frame sent */
@@ -117,7 +123,8 @@ static void usage(const char *prog)
 		"  --desc N             rx/tx descriptors per port, at most the vdev's queue_size\n"
 		"                       (default 1024)\n"
 		"  --link-timeout SEC   wait for both links (default 10)\n"
-		"  --verify             check IPv4 header checksums and TTLs on receive\n",
+		"  --verify             check IPv4 header checksums and TTLs on receive\n"
+		"  --oneway             circulate port 1 -> backend -> port 0 only\n",
 		prog, prog, MAX_BURST);
 }
 
@@ -146,7 +153,7 @@ static int parse_seconds(const char *s, double lo, double hi, double *out)
 enum {
 	OPT_DURATION = 256, OPT_WARMUP, OPT_POPULATION, OPT_SIZE, OPT_FAMILY, OPT_IP0, OPT_IP1,
 	OPT_MAC0, OPT_MAC1, OPT_GW_MAC, OPT_TTL, OPT_BURST, OPT_MBUFS, OPT_LINK_TIMEOUT,
-	OPT_VERIFY, OPT_DESC, OPT_HELP,
+	OPT_VERIFY, OPT_DESC, OPT_HELP, OPT_ONEWAY,
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -168,6 +175,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{"desc", required_argument, NULL, OPT_DESC},
 		{"link-timeout", required_argument, NULL, OPT_LINK_TIMEOUT},
 		{"verify", no_argument, NULL, OPT_VERIFY},
+		{"oneway", no_argument, NULL, OPT_ONEWAY},
 		{"help", no_argument, NULL, OPT_HELP},
 		{NULL, 0, NULL, 0},
 	};
@@ -238,6 +246,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case OPT_VERIFY:
 			o->verify = true;
+			break;
+		case OPT_ONEWAY:
+			o->oneway = true;
 			break;
 		case OPT_HELP:
 		default:
@@ -462,6 +473,29 @@ static inline bool turn_around(struct gen *g, int p, struct rte_mbuf *m)
 				 rte_pktmbuf_mtod(m, uint8_t *), m->data_len);
 }
 
+/*
+ * --oneway: a frame that turn_around() prepared to go back out of the port it arrived on
+ * is sent from port `out` instead, on to the same guest as before: the addresses are
+ * swapped back (which keeps both checksums valid) and the source MAC is port `out`'s.
+ */
+static inline void redirect(struct gen *g, int out, struct rte_mbuf *m)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	if (g->o.family == 4) {
+		struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+		uint32_t a = ip->src_addr;
+		ip->src_addr = ip->dst_addr;
+		ip->dst_addr = a;
+	} else {
+		struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)(eth + 1);
+		uint8_t a[16];
+		memcpy(a, ip->src_addr, 16);
+		memcpy(ip->src_addr, ip->dst_addr, 16);
+		memcpy(ip->dst_addr, a, 16);
+	}
+	rte_ether_addr_copy(&g->src_mac[out], &eth->src_addr);
+}
+
 /* Recomputes the UDP checksum after the IP header at `l3` and compares. */
 static bool udp_cksum_ok(unsigned family, void *l3)
 {
@@ -562,7 +596,12 @@ static inline unsigned poll_once(struct gen *g, bool forward)
 			if (likely(turn_around(g, p, bufs[i]))) {
 				g->st[p].rx++;
 				if (forward) {
-					fifo_push(&g->held[p], bufs[i]);
+					int out = p;
+					if (g->o.oneway) {
+						out = 1 - p;
+						redirect(g, out, bufs[i]);
+					}
+					fifo_push(&g->held[out], bufs[i]);
 					continue;
 				}
 			} else {
@@ -744,10 +783,13 @@ int main(int argc, char **argv)
 	if (probe_paths(&g, pool, deadline) != 0)
 		goto out_ports;
 
-	/* Inject the population: half on each port (port 0 gets the odd one). */
+	/* Inject the population: half on each port (port 0 gets the odd one); all on port 1
+	 * with --oneway. */
 	unsigned injected = 0;
 	for (int p = 0; p < NPORTS; p++) {
 		unsigned n = p == 0 ? (o->population + 1) / 2 : o->population / 2;
+		if (o->oneway)
+			n = p == 0 ? 0 : o->population;
 		for (unsigned i = 0; i < n; i++) {
 			struct rte_mbuf *m = rte_pktmbuf_alloc(pool);
 			if (m == NULL) {
@@ -820,9 +862,9 @@ int main(int argc, char **argv)
 	printf("{\"tool\":\"mvirt-bench-gen\",\"family\":%u,\"frame_size\":%u,\"population\":%u,"
 	       "\"burst\":%u,\"warmup_s\":%.3f,\"duration_s\":%.6f,\"frames\":%" PRIu64 ","
 	       "\"mpps\":%.6f,\"gbps\":%.6f,\"lost\":%" PRIu64 ",\"recovered\":%" PRIu64 ","
-	       "\"preempted\":%ld,\"stopped_early\":%s,\"gw_mac\":\"%s\",\"ips\":[\"%s\",\"%s\"],\"ports\":[",
+	       "\"preempted\":%ld,\"oneway\":%s,\"stopped_early\":%s,\"gw_mac\":\"%s\",\"ips\":[\"%s\",\"%s\"],\"ports\":[",
 	       o->family, o->frame_size, injected, o->burst, o->warmup_s, elapsed, frames, mpps,
-	       gbps, lost, recovered, preempted, stop_requested ? "true" : "false", gw, ip0, ip1);
+	       gbps, lost, recovered, preempted, o->oneway ? "true" : "false", stop_requested ? "true" : "false", gw, ip0, ip1);
 	for (int p = 0; p < NPORTS; p++) {
 		printf("%s{\"port\":%u,\"mac\":\"%s\",\"rx\":%" PRIu64 ",\"tx\":%" PRIu64
 		       ",\"foreign\":%" PRIu64 ",\"tx_full\":%" PRIu64,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the packet-rate benchmarks (bench/run.ts): builds the generator, then measures.
-# Arguments go to bench/run.ts (e.g. --smoke, --set all, --runs 5, --ours reference).
+# Runs the benchmark suite (bench/run.ts): builds the generator, then measures.
+# Arguments go to bench/run.ts (e.g. --set pps,sg, --smoke, --runs 5, --help).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
