@@ -98,6 +98,9 @@ export class Fleet {
   constructor(opts: FleetOptions) {
     this.#opts = opts;
     this.#intensity = opts.intensity ?? DEFAULT_INTENSITY;
+    // Loading the shim pins malloc's mmap threshold (ffi/device.c) before the first inbound
+    // ring is allocated, so that rings are resident only where frames wrote them.
+    native();
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {

@@ -119,8 +119,12 @@ export function nativeDeviceControl(): NicDeviceControl {
   };
 }
 
-/** Longest a loop iteration blocks without events: bounds the latency of timers. */
-const POLL_TIMEOUT_MS = 100;
+/**
+ * Longest a loop iteration blocks without events. Mail and peers' frames wake the loop through
+ * the device's eventfd, so only the loop's own timers (the periodic RA) need a timeout; an idle
+ * vNIC wakes once a second at most.
+ */
+const POLL_TIMEOUT_MS = 1000;
 /** Frames moved per burst. */
 const BURST = 64;
 /** ICMP errors a vNIC may provoke: 100 per second, bursts of 20. */
@@ -383,7 +387,8 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
     if (state.secgroups.filter(f, "ingress", sgNow).pass) out.push(f, meta);
   };
   while (!state.stop && !ctx.stopping) {
-    const ready = dev.poll(POLL_TIMEOUT_MS);
+    const untilRa = state.nic.ipv6 && dev.driverReady ? state.raDue - Date.now() : POLL_TIMEOUT_MS;
+    const ready = dev.poll(Math.max(0, Math.min(POLL_TIMEOUT_MS, Math.ceil(untilRa))));
     if (ready & DeviceEvents.CONTROL) {
       for (const t of dev.service()) applyTransition(state, ctx, t);
     }

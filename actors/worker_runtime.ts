@@ -161,7 +161,7 @@ export function yieldToMailbox(): Promise<void> {
   });
 }
 
-const MAILBOX_YIELD_MS = 2;
+const MAILBOX_YIELD_MS = 20;
 let yieldChannel: MessageChannel | null = null;
 let yieldWaiter: (() => void) | null = null;
 let lastTimerYield = 0;

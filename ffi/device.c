@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -58,6 +59,21 @@ static struct mvn_dev *lookup(int32_t h)
 		return NULL;
 	struct mvn_dev *d = __atomic_load_n(&table[(uint32_t)h & (MAX_DEVICES - 1)], __ATOMIC_ACQUIRE);
 	return d != NULL && d->handle == h ? d : NULL;
+}
+
+/* Allocations from this size up get their own mmap. glibc raises this threshold to the size of
+ * any mmapped block that is freed (up to 32 MiB): after the first vNIC's 1.5 MiB inbound ring
+ * (a SharedArrayBuffer) was freed, every later ring came from the brk heap instead, zeroed page
+ * by page (resident although no frame ever touched it) and, once freed, leaving holes that
+ * small long-lived allocations pinned: the heap grew about 20 KiB per vNIC create/delete.
+ * Pinned (mallopt turns the adjustment off), rings and frame buffers are separate mappings,
+ * resident only where written and returned to the kernel when freed. */
+#define MMAP_THRESHOLD_BYTES (128 * 1024)
+
+/* Runs when the dataplane first loads the shim, before its rings are allocated (actors/fleet.ts). */
+__attribute__((constructor)) static void pin_mmap_threshold(void)
+{
+	mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
 }
 
 static void close_fd(int *fd)
