@@ -368,6 +368,9 @@ function handleTx(
 }
 
 async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
+  // init() starts the loop; let it return (and the actor report ready) before the first poll
+  // blocks the Worker, or CreateNic waits out a whole poll timeout.
+  await yieldToMailbox();
   const dev = state.device;
   const tx = dev.frameBuffer(BURST);
   // Frames for the guest, adapted to the offloads it negotiated; a full batch is delivered.
