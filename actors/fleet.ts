@@ -78,6 +78,8 @@ const RING_SLOTS = 256;
 /** Room for an Ethernet header (with a VLAN tag) on top of the network's MTU. */
 const RING_FRAME_OVERHEAD = 18;
 
+/** vNIC actors a full sync starts at the same time. */
+const SYNC_STARTS = 8;
 const NETWORK_ACTOR_ID = "network";
 const TUN_ACTOR_ID = "tun";
 const TUN_MODULE = new URL("./tun.ts", import.meta.url);
@@ -123,18 +125,24 @@ export class Fleet {
         if (!wantNets.has(id)) await this.#removeNetwork(id);
       }
       for (const n of networks) await this.#upsertNetwork(n);
-      const out: NicStatus[] = [];
+      const out: NicStatus[] = new Array(nics.length);
       const failures: string[] = [];
-      for (const nic of nics) {
-        try {
-          out.push(await this.#upsertNic(nic));
-        } catch (e) {
-          // One vNIC that cannot be served must not keep the others from coming back.
-          const status: NicStatus = { id: nic.id, state: "ERROR", reason: (e as Error).message };
-          failures.push(`${nic.id}: ${status.reason}`);
-          out.push(status);
+      // Starting a vNIC is mostly its Worker starting up: several at a time use both cores.
+      let next = 0;
+      const starter = async () => {
+        while (next < nics.length) {
+          const i = next++;
+          try {
+            out[i] = await this.#upsertNic(nics[i]);
+          } catch (e) {
+            // One vNIC that cannot be served must not keep the others from coming back.
+            const reason = (e as Error).message;
+            failures.push(`${nics[i].id}: ${reason}`);
+            out[i] = { id: nics[i].id, state: "ERROR", reason };
+          }
         }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(SYNC_STARTS, nics.length) }, starter));
       if (failures.length) this.#opts.log.error("vNICs failed to start", { failures });
       return out;
     });

@@ -63,11 +63,12 @@ static struct mvn_dev *lookup(int32_t h)
 
 /* Allocations from this size up get their own mmap. glibc raises this threshold to the size of
  * any mmapped block that is freed (up to 32 MiB): after the first vNIC's 1.5 MiB inbound ring
- * (a SharedArrayBuffer) was freed, every later ring came from the brk heap instead, zeroed page
- * by page (resident although no frame ever touched it) and, once freed, leaving holes that
- * small long-lived allocations pinned: the heap grew about 20 KiB per vNIC create/delete.
- * Pinned (mallopt turns the adjustment off), rings and frame buffers are separate mappings,
- * resident only where written and returned to the kernel when freed. */
+ * (a SharedArrayBuffer) was freed, every later ring came from the brk heap instead, where calloc
+ * zeroes reused memory page by page (resident although no frame touched it) and freed rings
+ * leave holes that small long-lived allocations pin, so the heap never shrinks. Under vNIC
+ * churn it grew by a ring per create/delete (tests/resilience/churn_memory_test.ts). Pinned
+ * (mallopt turns the adjustment off), rings and frame buffers are separate mappings, resident
+ * only where written and returned to the kernel when freed. */
 #define MMAP_THRESHOLD_BYTES (128 * 1024)
 
 /* Runs when the dataplane first loads the shim, before its rings are allocated (actors/fleet.ts). */
