@@ -10,6 +10,7 @@ import { dataplaneRequest, startDaemon, until } from "../helpers/daemon.ts";
 import { bootGuests, type QueueOptions } from "../helpers/guest.ts";
 import { qemuAvailable } from "../helpers/guest.ts";
 import { ok } from "./helpers.ts";
+import { addFarSide, inNs } from "../helpers/netns.ts";
 import { connect, serving } from "../api/helpers.ts";
 
 const hasQemu = qemuAvailable();
@@ -145,17 +146,6 @@ Deno.test({
 const TUN = "mvofl0";
 const FAR_SIDE = "192.0.2.1";
 
-/** Runs a command in the network namespace of process `pid`. */
-async function inNs(pid: number, ...cmd: string[]): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command("nsenter", {
-    args: ["-t", String(pid), "-n", "--", ...cmd],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
-}
-
 Deno.test({
   name: "offloads: TCP from a guest with TSO through the TUN device and back, in a namespace",
   ignore: !hasQemu,
@@ -173,18 +163,7 @@ Deno.test({
       });
       await serving(d.grpcTarget, d.log);
       const ns = d.pid;
-      for (
-        const cmd of [
-          ["ip", "link", "set", "lo", "up"],
-          ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
-          ["ip", "addr", "add", `${FAR_SIDE}/24`, "dev", "v0"],
-          ["ip", "link", "set", "v0", "up"],
-          ["ip", "link", "set", "v1", "up"],
-        ]
-      ) {
-        const r = await inNs(ns, ...cmd);
-        if (r.code !== 0) throw new Error(`${cmd.join(" ")}: ${r.out}`);
-      }
+      await addFarSide(ns, FAR_SIDE);
       const api = connect(d.grpcTarget);
       try {
         const net = await api.call("CreateNetwork", {

@@ -21,7 +21,8 @@ import { until } from "../helpers/wait.ts";
 import { ok } from "../e2e/helpers.ts";
 import { connect, health, serving } from "../api/helpers.ts";
 import { RemoteError } from "../../daemon/ipc.ts";
-import { inNs, longestGapMs, type PingWatch, startPing } from "./guest_helpers.ts";
+import { longestGapMs, type PingWatch, startPing } from "./guest_helpers.ts";
+import { addFarSide, inNs } from "../helpers/netns.ts";
 
 const TUN = "mvres0";
 /** An address on a veth inside the daemon's namespace: the far side of the TUN device. */
@@ -67,18 +68,7 @@ Deno.test({
       });
       await serving(d.grpcTarget, d.log);
       const ns = d.pid;
-      for (
-        const cmd of [
-          ["ip", "link", "set", "lo", "up"],
-          ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
-          ["ip", "addr", "add", `${FAR_SIDE}/24`, "dev", "v0"],
-          ["ip", "link", "set", "v0", "up"],
-          ["ip", "link", "set", "v1", "up"],
-        ]
-      ) {
-        const r = await inNs(ns, ...cmd);
-        if (r.code !== 0) throw new Error(`${cmd.join(" ")}: ${r.out}`);
-      }
+      await addFarSide(ns, FAR_SIDE);
       const api = connect(d.grpcTarget);
       const net = await api.call("CreateNetwork", {
         name: "crash",

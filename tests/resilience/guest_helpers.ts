@@ -118,17 +118,6 @@ export function longestGapMs(replies: Reply[]): number {
   return gap;
 }
 
-/** Runs a command in the network namespace of process `pid`. */
-export async function inNs(pid: number, ...cmd: string[]): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command("nsenter", {
-    args: ["-t", String(pid), "-n", "--", ...cmd],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
-}
-
 /** Resident set size of a process in KiB (VmRSS of /proc/<pid>/status). */
 export function rssKib(pid: number): number {
   const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^VmRSS:\s+(\d+) kB/m);
