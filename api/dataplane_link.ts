@@ -30,6 +30,9 @@ export interface DataplaneLinkOptions {
   retryMs?: number;
 }
 
+/** Time a SyncState may take: a base plus a share per vNIC (a Worker start under load). */
+const SYNC_BASE_TIMEOUT_MS = 60_000;
+const SYNC_PER_NIC_TIMEOUT_MS = 1_000;
 const DEFAULT_RETRY_MS = 100;
 
 /** Keeps the api connected to the dataplane and forwards desired-state changes. */
@@ -138,7 +141,9 @@ export class DataplaneLink {
 
   async #sync(ch: Channel): Promise<void> {
     const state = this.#opts.desiredState();
-    const r = await ch.request({ type: "SyncState", ...state }, 60_000);
+    // Each vNIC the dataplane (re)starts is a Worker start; give a large state the time it needs.
+    const timeoutMs = SYNC_BASE_TIMEOUT_MS + state.nics.length * SYNC_PER_NIC_TIMEOUT_MS;
+    const r = await ch.request({ type: "SyncState", ...state }, timeoutMs);
     for (const s of r.nics) this.#opts.onNicStatus(s);
   }
 
