@@ -20,6 +20,7 @@
  * MVIRT_CHURN_CYCLES sets the number of cycles for longer runs by hand; MVIRT_CHURN_TRAFFIC=0
  * churns without traffic (for comparison).
  */
+import { statusKib } from "../helpers/proc.ts";
 import { assert } from "../assert.ts";
 import { startDaemon } from "../helpers/daemon.ts";
 import { sleep, until } from "../helpers/wait.ts";
@@ -128,9 +129,6 @@ interface Sample {
 }
 
 function sample(pid: number): Sample {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const m = /^RssAnon:\s+(\d+) kB/m.exec(status);
-  if (!m) throw new Error(`no RssAnon in /proc/${pid}/status`);
   // smaps: a mapping's header line, then its fields; the heap's is the one named [heap].
   let heapKib = 0;
   let heapSizeKib = 0;
@@ -148,7 +146,7 @@ function sample(pid: number): Sample {
     if (inHeap && size) heapSizeKib += Number(size[1]);
   }
   return {
-    anonKib: Number(m[1]),
+    anonKib: statusKib(pid, "RssAnon"),
     heapKib,
     heapSizeKib,
     fds: [...Deno.readDirSync(`/proc/${pid}/fd`)].length,

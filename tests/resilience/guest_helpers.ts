@@ -117,10 +117,3 @@ export function longestGapMs(replies: Reply[]): number {
   for (let i = 1; i < replies.length; i++) gap = Math.max(gap, replies[i].at - replies[i - 1].at);
   return gap;
 }
-
-/** Resident set size of a process in KiB (VmRSS of /proc/<pid>/status). */
-export function rssKib(pid: number): number {
-  const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^VmRSS:\s+(\d+) kB/m);
-  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(m[1]);
-}

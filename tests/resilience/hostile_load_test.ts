@@ -8,6 +8,7 @@
  *
  * MVIRT_NET_HOSTILE_SECONDS sets the hostile phase (default 15 s) for longer runs by hand.
  */
+import { statusKib } from "../helpers/proc.ts";
 import { assert, assertEquals } from "../assert.ts";
 import { dataplaneRequest, startDaemon } from "../helpers/daemon.ts";
 import { sleep, until, withTimeout } from "../helpers/wait.ts";
@@ -159,8 +160,7 @@ function seqOf(frame: Uint8Array): number | null {
 }
 
 function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-  return m ? Number(m[1]) / 1024 : NaN;
+  return statusKib(pid, "VmRSS") / 1024;
 }
 
 function openFds(pid: number): number {

@@ -19,7 +19,7 @@ import { bootGuests, type Guest, qemuAvailable } from "../helpers/guest.ts";
 import { sleep } from "../helpers/wait.ts";
 import { ok } from "../e2e/helpers.ts";
 import { connect, serving } from "../api/helpers.ts";
-import { rssKib } from "./guest_helpers.ts";
+import { statusKib } from "../helpers/proc.ts";
 
 /** Soak duration in seconds: MVIRT_SOAK_SECS, default 120 (the suite's 2-minute mode). */
 const SOAK_SECS = Number(Deno.env.get("MVIRT_SOAK_SECS") ?? "120");
@@ -57,12 +57,6 @@ async function guestStats(g: Guest): Promise<Record<string, number>> {
     s[k] = Number(v);
   }
   return s;
-}
-
-function rssAnonKib(pid: number): number {
-  const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^RssAnon:\s+(\d+) kB/m);
-  if (!m) throw new Error(`no RssAnon in /proc/${pid}/status`);
-  return Number(m[1]);
 }
 
 function pingLost(out: string): { sent: number; lost: number } {
@@ -178,7 +172,11 @@ Deno.test({
       while (performance.now() - t0 < SOAK_SECS * 1000) {
         const el = performance.now() - t0;
         if (el >= nextSample) {
-          rss.push({ s: Math.round(el / 1000), rss: rssKib(dp), anon: rssAnonKib(dp) });
+          rss.push({
+            s: Math.round(el / 1000),
+            rss: statusKib(dp, "VmRSS"),
+            anon: statusKib(dp, "RssAnon"),
+          });
           nextSample += RSS_SAMPLE_MS;
         }
         const extra = await api.call("CreateNic", {
@@ -196,7 +194,11 @@ Deno.test({
       }
       const results = await Promise.all(work);
       const soakS = (performance.now() - t0) / 1000;
-      rss.push({ s: Math.round(soakS), rss: rssKib(dp), anon: rssAnonKib(dp) });
+      rss.push({
+        s: Math.round(soakS),
+        rss: statusKib(dp, "VmRSS"),
+        anon: statusKib(dp, "RssAnon"),
+      });
 
       // Figures of the traffic.
       let pingsSent = 0;
