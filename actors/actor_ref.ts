@@ -9,6 +9,7 @@
 
 import { loggingSettings } from "../daemon/log.ts";
 import type { ActorMessage, FromActor, ToActor } from "./mailbox.ts";
+import type { WorkerPool } from "./worker_pool.ts";
 
 /** Why an actor ended. `normal` is a requested stop. */
 export type ExitReason = { kind: "normal" } | { kind: "crash"; error: string };
@@ -40,6 +41,8 @@ export interface SpawnOptions {
   onEvent?: (event: unknown) => void;
   /** Time `init` may take. */
   initTimeoutMs?: number;
+  /** Pre-started Workers of `module`: the actor starts in a pool Worker when one is there. */
+  pool?: WorkerPool;
 }
 
 const DEFAULT_CALL_TIMEOUT_MS = 5_000;
@@ -68,7 +71,13 @@ export class ActorRef<M extends ActorMessage> {
   private constructor(opts: SpawnOptions) {
     this.name = opts.name;
     this.#opts = opts;
-    this.#worker = new Worker(opts.module.href, { type: "module", name: opts.name });
+    if (opts.pool && opts.pool.module.href !== opts.module.href) {
+      throw new Error(
+        `actor ${opts.name}: pool of ${opts.pool.module.href} cannot start ${opts.module.href}`,
+      );
+    }
+    this.#worker = opts.pool?.take(opts.name) ??
+      new Worker(opts.module.href, { type: "module", name: opts.name });
   }
 
   /** Starts the Worker and waits until the actor's `init` completed. */

@@ -26,6 +26,7 @@ import type { RouteEntry } from "../routing/routes.ts";
 import { FrameRing } from "../routing/ring.ts";
 import { native } from "../ffi/binding.ts";
 import type { TunArgs, TunEvent, TunMsg, TunTopology } from "./tun.ts";
+import { WorkerPool } from "./worker_pool.ts";
 
 /** What the fleet needs from the process around it. */
 export interface FleetOptions {
@@ -59,6 +60,8 @@ interface NetworkEntry {
   nics: Map<string, NicEntry>;
   /** The routes the network actor published last. */
   routes: RouteEntry[];
+  /** A coalesced topology broadcast is due (see {@link topologyDelayMs}). */
+  publishTimer: ReturnType<typeof setTimeout> | null;
 }
 
 interface NicEntry {
@@ -85,6 +88,13 @@ const TUN_ACTOR_ID = "tun";
 const TUN_MODULE = new URL("./tun.ts", import.meta.url);
 const NETWORK_MODULE = new URL("./network.ts", import.meta.url);
 const VNIC_MODULE = new URL("./vnic.ts", import.meta.url);
+/**
+ * vNIC Workers kept started ahead of need (actors/worker_pool.ts): a CreateNic or a restart
+ * then skips the Worker's 50-120 ms start. Each idle one costs about one vNIC's memory (about
+ * 12 MiB), so the pool is kept small: two cover a VMM that starts a VM with two NICs, and
+ * under a storm of creates the refill rate, not the pool's size, bounds the latency.
+ */
+const VNIC_POOL_SIZE = 2;
 
 /** Owns every network and vNIC actor of the dataplane. */
 export class Fleet {
@@ -94,6 +104,11 @@ export class Fleet {
   #down = false;
   #intensity: typeof DEFAULT_INTENSITY;
   #tun: TunEntry | null = null;
+  #vnicPool: WorkerPool;
+  /** Networks whose topology changed while broadcasts were held (a burst of starts). */
+  #held: Set<NetworkEntry> | null = null;
+  /** vNICs of the desired state whose start failed, by id: retried until they run. */
+  #retries = new Map<string, PendingRetry>();
   // Changes are applied one at a time so that a sync and a single change never interleave.
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -103,6 +118,12 @@ export class Fleet {
     // Loading the shim pins malloc's mmap threshold (ffi/device.c) before the first inbound
     // ring is allocated, so that rings are resident only where frames wrote them.
     native();
+    this.#vnicPool = new WorkerPool({
+      module: VNIC_MODULE,
+      size: VNIC_POOL_SIZE,
+      name: "dataplane/pool:vnic",
+      log: opts.log.child("pool:vnic"),
+    });
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -116,6 +137,8 @@ export class Fleet {
     return this.#serial(async () => {
       const wantNets = new Map(networks.map((n) => [n.id, n]));
       const wantNics = new Map(nics.map((n) => [n.id, n]));
+      // This sync starts every wanted vNIC that does not run, including those waiting to retry.
+      for (const id of [...this.#retries.keys()]) this.#cancelRetry(id);
       for (const [id, net] of this.#networks) {
         for (const nicId of net.nics.keys()) {
           if (!wantNics.has(nicId) || wantNics.get(nicId)!.networkId !== id) {
@@ -135,14 +158,18 @@ export class Fleet {
           try {
             out[i] = await this.#upsertNic(nics[i]);
           } catch (e) {
-            // One vNIC that cannot be served must not keep the others from coming back.
+            // One vNIC that cannot be served must not keep the others from coming back; it
+            // stays wanted, so it is tried again until it runs.
             const reason = (e as Error).message;
             failures.push(`${nics[i].id}: ${reason}`);
             out[i] = { id: nics[i].id, state: "ERROR", reason };
+            this.#scheduleRetry(nics[i], 1);
           }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(SYNC_STARTS, nics.length) }, starter));
+      await this.#holdingTopology(() =>
+        Promise.all(Array.from({ length: Math.min(SYNC_STARTS, nics.length) }, starter))
+      );
       if (failures.length) this.#opts.log.error("vNICs failed to start", { failures });
       return out;
     });
@@ -154,6 +181,9 @@ export class Fleet {
 
   removeNetwork(id: string): Promise<void> {
     return this.#serial(async () => {
+      for (const [nicId, r] of this.#retries) {
+        if (r.nic.networkId === id) this.#cancelRetry(nicId);
+      }
       const net = this.#networks.get(id);
       if (!net) return;
       for (const nicId of [...net.nics.keys()]) await this.#removeNic(net, nicId);
@@ -162,11 +192,15 @@ export class Fleet {
   }
 
   upsertNic(nic: DesiredNic): Promise<NicStatus> {
-    return this.#serial(() => this.#upsertNic(nic));
+    return this.#serial(() => {
+      this.#cancelRetry(nic.id);
+      return this.#upsertNic(nic);
+    });
   }
 
   removeNic(id: string): Promise<void> {
     return this.#serial(async () => {
+      this.#cancelRetry(id);
       for (const net of this.#networks.values()) {
         if (net.nics.has(id)) await this.#removeNic(net, id);
       }
@@ -206,9 +240,13 @@ export class Fleet {
   /** Stops every actor (vNIC sockets are removed by their actors). */
   async stop(): Promise<void> {
     this.#down = true;
+    this.#vnicPool.stop();
+    for (const id of [...this.#retries.keys()]) this.#cancelRetry(id);
     await this.#serial(async () => {
       for (const id of [...this.#networks.keys()]) {
         const net = this.#networks.get(id)!;
+        if (net.publishTimer !== null) clearTimeout(net.publishTimer);
+        net.publishTimer = null;
         await net.sup.stop();
         this.#networks.delete(id);
       }
@@ -241,6 +279,7 @@ export class Fleet {
       sup: this.#networkSupervisor(n),
       nics: new Map(),
       routes: [],
+      publishTimer: null,
     };
     this.#networks.set(n.id, entry);
     await entry.sup.startChild({
@@ -350,8 +389,43 @@ export class Fleet {
     return { routes: net.routes, peers, tun };
   }
 
-  /** Sends each vNIC actor of the network its own copy of the topology (shared-nothing). */
+  /**
+   * Schedules a topology broadcast of the network. Every vNIC start changes the topology twice
+   * (its device, then its routes) and a broadcast costs one clone per vNIC of a topology that
+   * names every vNIC: broadcasting each change made a burst of N starts cost O(N³) and a
+   * 256-vNIC restore never finished. Changes within {@link topologyDelayMs} share one
+   * broadcast, which also keeps it off the critical path of the CreateNic that caused it.
+   */
   #publishTopology(net: NetworkEntry): void {
+    if (this.#held) {
+      this.#held.add(net);
+      return;
+    }
+    if (net.publishTimer !== null) return;
+    net.publishTimer = setTimeout(() => {
+      net.publishTimer = null;
+      if (this.#networks.get(net.desired.id) === net && !net.sup.down) this.#broadcastTopology(net);
+    }, topologyDelayMs(net.nics.size));
+  }
+
+  /**
+   * Runs a burst of vNIC starts (a sync, a rebuilt network) with topology broadcasts held, then
+   * publishes each changed network once: a vNIC started meanwhile gets the topology known at
+   * its start in its arguments, and learns the rest with everyone else at the end.
+   */
+  async #holdingTopology<T>(fn: () => Promise<T>): Promise<T> {
+    const held = new Set<NetworkEntry>();
+    this.#held = held;
+    try {
+      return await fn();
+    } finally {
+      this.#held = null;
+      for (const net of held) this.#publishTopology(net);
+    }
+  }
+
+  /** Sends each vNIC actor of the network its own copy of the topology (shared-nothing). */
+  #broadcastTopology(net: NetworkEntry): void {
     const topology = this.#topology(net);
     for (const e of net.nics.values()) {
       net.sup.ref<VnicMsg>(vnicChildId(e.desired.id))?.cast({ type: "TopologyChanged", topology });
@@ -373,6 +447,8 @@ export class Fleet {
     const net = this.#networks.get(id);
     if (!net) return;
     this.#networks.delete(id);
+    if (net.publishTimer !== null) clearTimeout(net.publishTimer);
+    net.publishTimer = null;
     await net.sup.stop();
     if (net.desired.isPublic) this.#publishTun();
   }
@@ -414,6 +490,7 @@ export class Fleet {
         spawn: () => ({
           name: `dataplane/net:${net.desired.name}/vnic:${entry.desired.name || entry.desired.id}`,
           module: VNIC_MODULE,
+          pool: this.#vnicPool,
           args: {
             nic: entry.desired,
             network: net.desired,
@@ -429,6 +506,13 @@ export class Fleet {
       });
     } catch (e) {
       net.nics.delete(nic.id);
+      // A Worker that opened the device and then failed (or ran out of time) was terminated;
+      // its device would keep the socket listening with nobody serving it.
+      if (entry.handle !== null) {
+        this.#opts.devices.close(entry.handle);
+        entry.handle = null;
+        this.#publishTopology(net);
+      }
       throw new RemoteError("failed", `vNIC ${nic.id}: ${(e as Error).message}`);
     }
     net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicJoined", nic });
@@ -467,6 +551,47 @@ export class Fleet {
     net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicLeft", id });
   }
 
+  /**
+   * Tries a wanted vNIC again after its start failed (a Worker that did not start in time under
+   * load, a socket path in use): the desired state says it must run, and nothing else would
+   * start it before the api reconnects. Each attempt waits longer, up to {@link RETRY_MAX_MS}.
+   * A sync, an upsert or a removal of the vNIC (or of its network) replaces the retry.
+   */
+  #scheduleRetry(nic: DesiredNic, attempt: number): void {
+    if (this.#down) return;
+    this.#cancelRetry(nic.id);
+    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (attempt - 1));
+    const retry: PendingRetry = {
+      nic,
+      attempt,
+      timer: setTimeout(() => {
+        void this.#serial(async () => {
+          if (this.#retries.get(nic.id) !== retry || this.#down) return;
+          this.#retries.delete(nic.id);
+          // Its network was removed meanwhile (which cancels its retries): nothing to start.
+          if (!this.#networks.has(nic.networkId)) return;
+          try {
+            const status = await this.#upsertNic(nic);
+            this.#opts.log.info("vNIC started on retry", { nic: nic.id, attempt });
+            this.#opts.onNicStatus(status);
+          } catch (e) {
+            this.#opts.onNicStatus({ id: nic.id, state: "ERROR", reason: (e as Error).message });
+            this.#scheduleRetry(nic, attempt + 1);
+          }
+        });
+      }, delay),
+    };
+    this.#retries.set(nic.id, retry);
+    this.#opts.log.warn("vNIC failed to start; retrying", { nic: nic.id, attempt, delayMs: delay });
+  }
+
+  #cancelRetry(id: string): void {
+    const r = this.#retries.get(id);
+    if (!r) return;
+    clearTimeout(r.timer);
+    this.#retries.delete(id);
+  }
+
   #networkEscalated(id: string, sup: Supervisor, reason: string): void {
     if (this.#down) return;
     const now = performance.now();
@@ -486,23 +611,56 @@ export class Fleet {
       const current = this.#networks.get(id);
       if (!current || current.sup !== sup) return;
       this.#networks.delete(id);
+      if (current.publishTimer !== null) clearTimeout(current.publishTimer);
+      current.publishTimer = null;
       const nics = [...current.nics.values()];
       for (const e of nics) if (e.handle !== null) this.#opts.devices.close(e.handle);
       await this.#upsertNetwork(current.desired);
-      for (const e of nics) {
-        try {
-          await this.#upsertNic(e.desired);
-        } catch (err) {
-          this.#opts.onNicStatus({
-            id: e.desired.id,
-            state: "ERROR",
-            reason: (err as Error).message,
-          });
+      await this.#holdingTopology(async () => {
+        for (const e of nics) {
+          try {
+            await this.#upsertNic(e.desired);
+          } catch (err) {
+            this.#opts.onNicStatus({
+              id: e.desired.id,
+              state: "ERROR",
+              reason: (err as Error).message,
+            });
+            this.#scheduleRetry(e.desired, 1);
+          }
         }
-      }
+      });
     });
   }
 }
+
+/** Topology changes of a network that share one broadcast: see `Fleet.#publishTopology`. */
+const TOPOLOGY_DELAY_MIN_MS = 10;
+const TOPOLOGY_DELAY_PER_NIC_MS = 1;
+const TOPOLOGY_DELAY_MAX_MS = 250;
+
+/**
+ * How long topology changes of a network of `nics` vNICs are gathered before one broadcast.
+ * A broadcast's cost grows with the square of the network's size; the delay grows with it so
+ * that broadcasts take a bounded share of the CPU during a burst of starts.
+ */
+function topologyDelayMs(nics: number): number {
+  return Math.min(
+    TOPOLOGY_DELAY_MAX_MS,
+    Math.max(TOPOLOGY_DELAY_MIN_MS, nics * TOPOLOGY_DELAY_PER_NIC_MS),
+  );
+}
+
+/** A wanted vNIC whose start failed, and when it is tried again. */
+interface PendingRetry {
+  nic: DesiredNic;
+  attempt: number;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** Delay before the first retry of a vNIC that failed to start; doubles up to the maximum. */
+const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
 
 function vnicChildId(nicId: string): string {
   return `vnic:${nicId}`;

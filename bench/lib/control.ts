@@ -149,8 +149,21 @@ export async function runControlBenchmarks(o: ControlOptions): Promise<ControlRe
       // The api serves only once the dataplane has taken the whole state: wait for the
       // sockets first, then for serving, both with the restore time limit.
       d = await startOurDaemon({ dataDir, socketDir, waitServing: false });
+      // Each probe that reaches a socket is a VMM connecting to that vNIC: polling every
+      // socket every 10 ms would load the dataplane being measured with thousands of
+      // connections a second. A socket is probed until it accepted once; then all are checked
+      // together once more (a rebuilt network re-creates its sockets).
+      const accepted = new Set<string>();
       await until(
-        async () => (await Promise.all(sockets.map(unixAccepts))).every(Boolean),
+        async () => {
+          const pending = sockets.filter((p) => !accepted.has(p));
+          const now = await Promise.all(pending.map(unixAccepts));
+          pending.forEach((p, i) => now[i] && accepted.add(p));
+          if (accepted.size < sockets.length) return false;
+          const all = await Promise.all(sockets.map(unixAccepts));
+          sockets.forEach((p, i) => all[i] || accepted.delete(p));
+          return all.every(Boolean);
+        },
         RESTORE_TIMEOUT_MS,
         `all ${o.nics} vNIC sockets after the restart`,
         10,
