@@ -27,6 +27,7 @@ import { FrameRing } from "../routing/ring.ts";
 import { native } from "../ffi/binding.ts";
 import type { TunArgs, TunEvent, TunMsg, TunTopology } from "./tun.ts";
 import { WorkerPool } from "./worker_pool.ts";
+import { reclaimDroppedBuffers } from "./reclaim.ts";
 
 /** What the fleet needs from the process around it. */
 export interface FleetOptions {
@@ -450,6 +451,7 @@ export class Fleet {
     if (net.publishTimer !== null) clearTimeout(net.publishTimer);
     net.publishTimer = null;
     await net.sup.stop();
+    reclaimDroppedBuffers();
     if (net.desired.isPublic) this.#publishTun();
   }
 
@@ -549,6 +551,7 @@ export class Fleet {
     if (entry.handle !== null) this.#opts.devices.close(entry.handle);
     entry.handle = null;
     net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicLeft", id });
+    reclaimDroppedBuffers();
   }
 
   /**

@@ -29,6 +29,7 @@ import { ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../wire/eth
 import { Ipv4Packet } from "../wire/ipv4.ts";
 import { Ipv6Packet } from "../wire/ipv6.ts";
 import { VhostNetDevice } from "../vhost/device.ts";
+import { reclaimDroppedBuffers } from "./reclaim.ts";
 
 /** A vNIC of a public network as the TUN actor delivers to it. */
 export interface TunPeer {
@@ -85,6 +86,8 @@ interface TunState {
   wakeFd: number;
   ring: FrameRing;
   routes: RouteTable<PeerTarget>;
+  /** The vNICs of the last topology, to notice those that left. */
+  peerIds: string[];
   prefixes: string[];
   kernel: KernelRoutes;
   counters: Record<string, number>;
@@ -207,6 +210,7 @@ if (import.meta.main) {
         wakeFd: args.wakeFd,
         ring: new FrameRing(args.ring),
         routes: table(args.topology),
+        peerIds: args.topology.peers.map((p) => p.id),
         prefixes: args.topology.prefixes,
         kernel,
         counters: {},
@@ -222,6 +226,11 @@ if (import.meta.main) {
     async handle(state, msg, ctx) {
       switch (msg.type) {
         case "TopologyChanged":
+          // Rebuilt from scratch: the rings of vNICs that left are no longer referenced.
+          if (state.peerIds.some((id) => !msg.topology.peers.some((p) => p.id === id))) {
+            reclaimDroppedBuffers();
+          }
+          state.peerIds = msg.topology.peers.map((p) => p.id);
           state.routes = table(msg.topology);
           state.prefixes = msg.topology.prefixes;
           await reconcile(state, ctx);

@@ -57,6 +57,7 @@ import { SecurityFilter } from "../secgroup/mod.ts";
 import { GuestReceiver } from "../vhost/receive.ts";
 import { prepareFromGuest, pushToTun } from "../routing/offload.ts";
 import { childSocketGroup, shareSocket } from "../daemon/socket_access.ts";
+import { reclaimDroppedBuffers } from "./reclaim.ts";
 
 /** Another vNIC of the same network, as this one routes to it. */
 export interface Peer {
@@ -450,6 +451,12 @@ function applySecurityGroups(state: VnicState, ctx: ActorContext): void {
   }
 }
 
+/** True when a peer (and so its ring) of `before` is not in `after`. */
+function droppedPeers(before: Topology, after: Topology): boolean {
+  const now = new Set(after.peers.map((p) => p.id));
+  return before.peers.some((p) => !now.has(p.id));
+}
+
 function tunOf(topology: Topology): VnicState["tun"] {
   return topology.tun
     ? { ring: new FrameRing(topology.tun.ring), wakeFd: topology.tun.wakeFd }
@@ -511,9 +518,12 @@ if (import.meta.main) {
           state.network = msg.network;
           refresh(state, state.topology);
           return;
-        case "TopologyChanged":
+        case "TopologyChanged": {
+          const gone = droppedPeers(state.topology, msg.topology);
           refresh(state, msg.topology);
+          if (gone) reclaimDroppedBuffers();
           return;
+        }
         case "GetCounters": {
           const counters: NicCounters = { ...state.device.counters() };
           for (const [k, v] of Object.entries(state.drops.counts)) {

@@ -14,8 +14,11 @@ import { type ProcessLimits, type ProcessSpec, ProcessSupervisor } from "./proce
 import { checkSocketGroup } from "./socket_access.ts";
 
 const ROOT_DIR = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-/** V8 flags of the dataplane process (see `childSpecs`). */
-const DATAPLANE_V8_FLAGS = ["--max-semi-space-size=1"];
+/**
+ * V8 flags of the dataplane process (see `childSpecs`). `--expose-gc`: actors release deleted
+ * vNICs' rings with explicit collections (actors/reclaim.ts).
+ */
+const DATAPLANE_V8_FLAGS = ["--max-semi-space-size=1", "--expose-gc"];
 /** Exit code of a configuration error (as for a bad flag). */
 const CONFIG_EXIT_CODE = 2;
 
