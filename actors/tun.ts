@@ -3,8 +3,8 @@
  *
  * From the kernel: IP packets read from the device are routed (longest prefix over the routes
  * of every public network) to the vNIC that holds the destination, wrapped in an Ethernet
- * header from the gateway, pushed into that vNIC's inbound ring, and the vNIC is woken. To the
- * kernel: vNICs of public networks push IP packets without a local destination into this
+ * header from the gateway, pushed into that vNIC's inbound ring, and the vNIC is notified. To
+ * the kernel: vNICs of public networks push IP packets without a local destination into this
  * actor's inbound ring and signal its wake eventfd; the actor writes them to the device. The
  * device is opened without IFF_VNET_HDR: what reaches this ring is complete, MTU-sized packets,
  * because the sending vNIC completes partial checksums and cuts GSO frames first
@@ -164,7 +164,7 @@ async function runLoop(state: TunState, ctx: ActorContext): Promise<void> {
         toVnic(state, buf.subarray(off + 4, off + 4 + len), frame, wake);
         off += 4 + len;
       }
-      for (const h of wake) VhostNetDevice.wake(h);
+      for (const h of wake) VhostNetDevice.notify(h);
       wake.clear();
     }
     state.ring.drain(BURST, (packet) => {

@@ -2,9 +2,11 @@
  * The vNIC actor: one Worker per vNIC, owning one vhost-user virtio-net device.
  *
  * The Worker runs a loop that blocks in one native call (epoll over the device's socket, kick
- * eventfds and wake eventfd), services vhost-user messages, and moves frames in bursts. The
- * mailbox is read between iterations: whoever posts a message also writes the device's wake
- * eventfd, so a blocked loop returns at once.
+ * eventfds and its two own eventfds), services vhost-user messages, and moves frames in bursts.
+ * Whoever posts a message also writes the device's wake eventfd, so a blocked loop returns and
+ * gives its event loop the turns the mail needs ({@link MailboxPacer}); peers and the TUN actor
+ * that push frames into its inbound ring write the inbound eventfd instead, which costs the loop
+ * no turn of the event loop. An idle vNIC sleeps until an event or its next periodic RA.
  *
  * The device (connection, memory mappings, ring state) lives in native memory owned by the
  * process, not by this Worker: a restarted actor adopts it by handle and the guest does not
@@ -14,7 +16,7 @@
 
 import type { DesiredNetwork, DesiredNic, NicCounters, NicStatus } from "../daemon/protocol.ts";
 import type { ActorContext } from "./worker_runtime.ts";
-import { runActor, yieldToMailbox } from "./worker_runtime.ts";
+import { MailboxPacer, runActor, yieldToMailbox } from "./worker_runtime.ts";
 import { faultInjection } from "./network.ts";
 import { buildTable, type RouteEntry } from "../routing/routes.ts";
 import { forward, type ForwardContext, type NicRoute, RateLimiter } from "../routing/forward.ts";
@@ -52,7 +54,7 @@ import {
   type FrameBatch,
   VhostNetDevice,
 } from "../vhost/device.ts";
-import { native } from "../ffi/binding.ts";
+import { META_SIZE, native } from "../ffi/binding.ts";
 import { SecurityFilter } from "../secgroup/mod.ts";
 import { GuestReceiver } from "../vhost/receive.ts";
 import { prepareFromGuest, pushToTun } from "../routing/offload.ts";
@@ -120,12 +122,9 @@ export function nativeDeviceControl(): NicDeviceControl {
   };
 }
 
-/**
- * Longest a loop iteration blocks without events. Mail and peers' frames wake the loop through
- * the device's eventfd, so only the loop's own timers (the periodic RA) need a timeout; an idle
- * vNIC wakes once a second at most.
- */
-const POLL_TIMEOUT_MS = 1000;
+/** `poll` timeout: wait until an event. Mail wakes the loop (WAKE), peers' and the TUN's frames
+ * too (INBOUND), the guest and the VMM through their fds: only the periodic RA is a timeout. */
+const WAIT_FOREVER = -1;
 /** Frames moved per burst. */
 const BURST = 64;
 /** ICMP errors a vNIC may provoke: 100 per second, bursts of 20. */
@@ -306,6 +305,9 @@ function familyDisabled(state: VnicState, frame: Uint8Array): boolean {
   return false;
 }
 
+/** The metadata of the frame {@link handleTx} is handling (one frame at a time). */
+const txMeta = new Uint8Array(META_SIZE);
+
 /** Handles one burst of frames the guest sent. */
 function handleTx(
   state: VnicState,
@@ -317,7 +319,8 @@ function handleTx(
   state.forward.nowMs = performance.now();
   for (let i = 0; i < batch.count; i++) {
     const frame = batch.frame(i);
-    const meta = batch.meta(i);
+    // Checked and possibly completed below; travels with the frame to its receiver.
+    const meta = batch.copyMeta(i, txMeta);
     if (familyDisabled(state, frame)) {
       bump(state.routeDrops, "family_disabled");
       continue;
@@ -390,9 +393,11 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
   const toGuestFiltered = (f: Uint8Array, meta?: Uint8Array) => {
     if (state.secgroups.filter(f, "ingress", sgNow).pass) out.push(f, meta);
   };
+  const pacer = new MailboxPacer();
   while (!state.stop && !ctx.stopping) {
-    const untilRa = state.nic.ipv6 && dev.driverReady ? state.raDue - Date.now() : POLL_TIMEOUT_MS;
-    const ready = dev.poll(Math.max(0, Math.min(POLL_TIMEOUT_MS, Math.ceil(untilRa))));
+    // Frames left in the ring (a drain takes a burst) bring no new notification.
+    const ready = dev.poll(state.ring.ready() ? 0 : pacer.pollTimeout(untilDue(state)));
+    if (ready & DeviceEvents.WAKE) pacer.woken();
     if (ready & DeviceEvents.CONTROL) {
       for (const t of dev.service()) applyTransition(state, ctx, t);
     }
@@ -401,7 +406,7 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       tx.clear();
       dev.receiveBurst(tx);
       handleTx(state, tx, out, wake, wakeTun);
-      for (const h of wake) VhostNetDevice.wake(h);
+      for (const h of wake) VhostNetDevice.notify(h);
       wake.clear();
       if (wakeTun.value && state.tun) native().mvn_eventfd_signal(state.tun.wakeFd);
       wakeTun.value = false;
@@ -419,8 +424,16 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       state.raDue = nextRaTime(Date.now(), state.raSent, DEFAULT_RA_INTERVALS, Math.random());
     }
     out.flush();
-    await yieldToMailbox();
+    // Mail and timers get a turn of the event loop when the pacer says so, not per burst.
+    const turn = pacer.turn();
+    if (turn) await turn;
   }
+}
+
+/** How long the loop may wait for events: until the next periodic RA, if one is due. */
+function untilDue(state: VnicState): number {
+  if (!state.nic.ipv6 || !state.device.driverReady) return WAIT_FOREVER;
+  return Math.max(0, Math.ceil(state.raDue - Date.now()));
 }
 
 /** Rebuilds what derives from the vNIC, its network and its peers. */

@@ -73,11 +73,13 @@ export function runActor<M extends ActorMessage, S, A>(behaviour: Behaviour<M, S
   });
 
   const run = (job: () => Promise<void>) => {
-    queue = queue.then(job).catch(crash);
+    queue = queue.then(job).catch(crash).finally(() => mailPending--);
   };
 
   scope.onmessage = (e: MessageEvent<ToActor>) => {
     const m = e.data as ToActor<M>;
+    mailReceived++;
+    mailPending++;
     switch (m.kind) {
       case "init":
         configureLogging(m.log);
@@ -138,6 +140,10 @@ export function runActor<M extends ActorMessage, S, A>(behaviour: Behaviour<M, S
   };
 }
 
+// Messages the mailbox received, and those whose handling has not finished (MailboxPacer).
+let mailReceived = 0;
+let mailPending = 0;
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -162,6 +168,104 @@ export function yieldToMailbox(): Promise<void> {
 }
 
 const MAILBOX_YIELD_MS = 20;
+/** Longest a {@link MailboxPacer} loop goes without a timer yield (each costs about 2 ms of
+ * sleep here): timers nobody's mail set (none in a vNIC Worker today) wait at most this. */
+const TIMER_YIELD_MS = 200;
+/** Turns of the event loop a mail wake is given to bring its message: a message is posted before
+ * its wake, but Deno may hand a Worker one message per turn. */
+const WAKE_TURNS = 4;
+/** When a wake brought no message after all its turns (it may have been read already, or not
+ * be deliverable yet), the loop looks again after these waits before it blocks for good. */
+const RECHECK_MS = [10, 100, 1000];
+
+/**
+ * Decides when a loop that blocks in native code gives its event loop a turn, so that it does
+ * not pay for one per iteration while it only moves frames. It yields
+ * - after its poll reported a mail wake ({@link woken}): MessageChannel turns until no new
+ *   message arrived for {@link WAKE_TURNS} turns and every handler finished, then one timer
+ *   turn, so that a timer a handler set (a fault injection) runs before the loop blocks again;
+ * - at least every {@link MAILBOX_YIELD_MS} (MessageChannel) and {@link TIMER_YIELD_MS}
+ *   (timer) while it keeps running: a safety net for timers and a missed wake.
+ *
+ * @example
+ * ```ts
+ * const pacer = new MailboxPacer();
+ * for (;;) {
+ *   const ev = dev.poll(pacer.pollTimeout(-1));
+ *   if (ev & DeviceEvents.WAKE) pacer.woken();
+ *   // … move frames …
+ *   const turn = pacer.turn();
+ *   if (turn) await turn;
+ * }
+ * ```
+ */
+export class MailboxPacer {
+  #turnsOwed = 0;
+  #timerOwed = false;
+  /** A wake was seen and no message has arrived since. */
+  #awaitingMail = false;
+  /** Next entry of {@link RECHECK_MS}; its length when no recheck is pending. */
+  #recheck = RECHECK_MS.length;
+  #seen = mailReceived;
+  #lastTurn = performance.now();
+  #lastTimer = performance.now();
+
+  /** The loop's poll reported a mail wake: mail was posted before it. */
+  woken(): void {
+    this.#turnsOwed = WAKE_TURNS;
+    this.#timerOwed = true;
+    this.#awaitingMail = true;
+    this.#recheck = RECHECK_MS.length;
+  }
+
+  /** How long the loop's poll may wait, given when the loop itself has something due
+   * (`idleMs`, -1: nothing): 0 while mail is on its way or being handled. */
+  pollTimeout(idleMs: number): number {
+    if (this.#turnsOwed > 0 || this.#timerOwed || mailPending > 0) return 0;
+    if (this.#recheck >= RECHECK_MS.length) return idleMs;
+    const ms = RECHECK_MS[this.#recheck++];
+    this.#timerOwed = true;
+    return idleMs < 0 ? ms : Math.min(ms, idleMs);
+  }
+
+  /** A turn of the event loop when one is owed or due, else null (no await needed). */
+  turn(): Promise<void> | null {
+    const now = performance.now();
+    if (this.#turnsOwed > 0 || mailPending > 0 || now - this.#lastTurn >= MAILBOX_YIELD_MS) {
+      return this.#take(false);
+    }
+    if (this.#timerOwed || now - this.#lastTimer >= TIMER_YIELD_MS) return this.#take(true);
+    return null;
+  }
+
+  async #take(timer: boolean): Promise<void> {
+    if (timer) {
+      this.#timerOwed = false;
+      await new Promise((r) => setTimeout(r, 0));
+      this.#lastTimer = performance.now();
+    } else {
+      await new Promise<void>((r) => {
+        yieldWaiter = r;
+        yieldPort().postMessage(null);
+      });
+    }
+    this.#lastTurn = performance.now();
+    if (mailReceived !== this.#seen) {
+      // More may follow one per turn; and what the handlers set runs on the timer turn.
+      this.#seen = mailReceived;
+      this.#turnsOwed = WAKE_TURNS;
+      this.#timerOwed = true;
+      this.#awaitingMail = false;
+      this.#recheck = RECHECK_MS.length;
+    } else if (this.#turnsOwed > 0) {
+      this.#turnsOwed--;
+    } else if (timer && this.#awaitingMail) {
+      this.#awaitingMail = false;
+      this.#recheck = 0;
+    }
+  }
+}
+
 let yieldChannel: MessageChannel | null = null;
 let yieldWaiter: (() => void) | null = null;
 let lastTimerYield = 0;

@@ -27,9 +27,9 @@ export const PollEvents = {
   TX: 2,
   /** The guest made receive buffers available. */
   RX: 4,
-  /** `mvn_dev_wake` was called (mail, or stop). */
+  /** `mvn_dev_wake` was called: mail (or stop) for the owner's event loop. */
   WAKE: 8,
-  /** The extra inbound eventfd was signalled. */
+  /** `mvn_dev_notify` was called: frames in the device's inbound ring. */
   INBOUND: 16,
 } as const;
 
@@ -103,7 +103,7 @@ const SYMBOLS = {
   mvn_dev_destroy: { parameters: ["i32"], result: "i32" },
   mvn_dev_exists: { parameters: ["i32"], result: "i32" },
   mvn_dev_wake: { parameters: ["i32"], result: "i32" },
-  mvn_dev_set_inbound_fd: { parameters: ["i32", "i32"], result: "i32" },
+  mvn_dev_notify: { parameters: ["i32"], result: "i32" },
   mvn_dev_poll: { parameters: ["i32", "i32"], result: "i32" },
   mvn_dev_accept: { parameters: ["i32"], result: "i32" },
   mvn_dev_disconnect: { parameters: ["i32"], result: "i32" },

@@ -40,6 +40,9 @@ enum tag { TAG_LISTEN = 1, TAG_CONN, TAG_WAKE, TAG_INBOUND, TAG_KICK0 };
 
 struct mvn_dev {
 	int32_t handle;
+	/* wake_fd: mail for the owner (it must run its event loop); inbound_fd: frames in its
+	 * inbound ring (it need not). Both are the device's own, signalled by handle, so that a
+	 * sender holding a stale handle hits -ENOENT instead of a reused fd number. */
 	int listen_fd, conn_fd, epoll_fd, wake_fd, inbound_fd, backend_fd;
 	ino_t sock_ino; /* the socket file we created, so destroy never removes another's */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -170,6 +173,7 @@ static void dev_free(struct mvn_dev *d)
 	close_fd(&d->listen_fd);
 	close_fd(&d->epoll_fd);
 	close_fd(&d->wake_fd);
+	close_fd(&d->inbound_fd);
 	struct stat st;
 	if (d->path[0] != '\0' && lstat(d->path, &st) == 0 && st.st_ino == d->sock_ino)
 		unlink(d->path);
@@ -181,7 +185,7 @@ int32_t mvn_dev_create(const char *path, uint64_t mac, uint32_t mtu)
 	struct mvn_dev *d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return -ENOMEM;
-	d->listen_fd = d->conn_fd = d->inbound_fd = d->backend_fd = -1;
+	d->listen_fd = d->conn_fd = d->backend_fd = -1;
 	for (uint32_t q = 0; q < NUM_QUEUES; q++)
 		mvn_vring_init(&d->vq[q]);
 	d->field[MVN_DEV_MAC] = mac & 0xffffffffffffull;
@@ -189,11 +193,15 @@ int32_t mvn_dev_create(const char *path, uint64_t mac, uint32_t mtu)
 	d->field[MVN_DEV_LINK_UP] = 1;
 	d->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	int rc = d->epoll_fd < 0 || d->wake_fd < 0 ? -errno : open_listener(d, path);
+	d->inbound_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	bool fds_ok = d->epoll_fd >= 0 && d->wake_fd >= 0 && d->inbound_fd >= 0;
+	int rc = fds_ok ? open_listener(d, path) : -errno;
 	if (rc == 0)
 		rc = ep_add(d, d->listen_fd, TAG_LISTEN);
 	if (rc == 0)
 		rc = ep_add(d, d->wake_fd, TAG_WAKE);
+	if (rc == 0)
+		rc = ep_add(d, d->inbound_fd, TAG_INBOUND);
 	if (rc != 0) {
 		dev_free(d);
 		return rc;
@@ -236,32 +244,30 @@ int32_t mvn_dev_exists(int32_t h)
 	return r;
 }
 
-int32_t mvn_dev_wake(int32_t h)
+/* Writes one of a live device's own eventfds; the table lock keeps the device from being
+ * freed between the lookup and the write. */
+static int32_t signal_fd(int32_t h, bool inbound)
 {
 	pthread_mutex_lock(&table_lock);
 	struct mvn_dev *d = lookup(h);
 	int32_t rc = -ENOENT;
 	if (d != NULL) {
 		uint64_t one = 1;
-		rc = write(d->wake_fd, &one, sizeof(one)) == (ssize_t)sizeof(one) ? 0 : -errno;
+		int fd = inbound ? d->inbound_fd : d->wake_fd;
+		rc = write(fd, &one, sizeof(one)) == (ssize_t)sizeof(one) ? 0 : -errno;
 	}
 	pthread_mutex_unlock(&table_lock);
 	return rc;
 }
 
-int32_t mvn_dev_set_inbound_fd(int32_t h, int32_t fd)
+int32_t mvn_dev_wake(int32_t h)
 {
-	struct mvn_dev *d = lookup(h);
-	if (d == NULL)
-		return -ENOENT;
-	ep_del(d, d->inbound_fd);
-	d->inbound_fd = -1;
-	if (fd < 0)
-		return 0;
-	int rc = ep_add(d, fd, TAG_INBOUND);
-	if (rc == 0)
-		d->inbound_fd = fd;
-	return rc;
+	return signal_fd(h, false);
+}
+
+int32_t mvn_dev_notify(int32_t h)
+{
+	return signal_fd(h, true);
 }
 
 static bool protocol_features(const struct mvn_dev *d)

@@ -5,9 +5,9 @@
  * towards the guest; 1: transmitq, from the guest). Devices live in a process-global table
  * indexed by an integer handle, so a new JS Worker can adopt a device another one created.
  *
- * Threads: create/destroy/wake/counters/exists may be called from any thread. Everything else
- * is the owner's fast path and must come from one thread at a time (the Worker that owns the
- * device); destroy must not race with the owner's calls.
+ * Threads: create/destroy/wake/notify/counters/exists may be called from any thread. Everything
+ * else is the owner's fast path and must come from one thread at a time (the Worker that owns
+ * the device); destroy must not race with the owner's calls.
  *
  * Errors are negative errno values. */
 #ifndef MVN_MVNET_H
@@ -20,7 +20,7 @@
 #define MVN_EV_TX 2u      /* the guest sent frames (kick, or frames still pending) */
 #define MVN_EV_RX 4u      /* the guest made receive buffers available (kick) */
 #define MVN_EV_WAKE 8u    /* mvn_dev_wake was called */
-#define MVN_EV_INBOUND 16u /* the extra inbound eventfd was signalled */
+#define MVN_EV_INBOUND 16u /* mvn_dev_notify was called */
 
 /* Fields of mvn_dev_get / mvn_dev_set. */
 enum mvn_dev_field {
@@ -59,8 +59,9 @@ int32_t mvn_dev_destroy(int32_t h);
 int32_t mvn_dev_exists(int32_t h);
 /* Makes a blocked (or the next) mvn_dev_poll return MVN_EV_WAKE. Any thread. */
 int32_t mvn_dev_wake(int32_t h);
-/* Adds an eventfd the owner wants to wait on (-1 removes it); the caller keeps owning it. */
-int32_t mvn_dev_set_inbound_fd(int32_t h, int32_t fd);
+/* Makes a blocked (or the next) mvn_dev_poll return MVN_EV_INBOUND: frames were pushed into
+ * the device's inbound ring. Any thread. */
+int32_t mvn_dev_notify(int32_t h);
 /* Waits up to timeout_ms (-1: forever) and returns the MVN_EV_* bits ready (0 on timeout). */
 int32_t mvn_dev_poll(int32_t h, int32_t timeout_ms);
 

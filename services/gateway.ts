@@ -19,9 +19,13 @@ import {
   IP_PROTO_ICMPV6,
   IP_PROTO_UDP,
   IPV4_BROADCAST,
+  Ipv4Packet,
   IPV6_ALL_DHCP_SERVERS,
+  Ipv6Packet,
   isIpv6LinkLocal,
   isIpv6Multicast,
+  MAC_LEN,
+  type MacAddr,
   parseIcmpv6,
   parseIpv4Packet,
   parseIpv6Packet,
@@ -29,7 +33,7 @@ import {
   WireError,
 } from "../wire/mod.ts";
 import { answerArp } from "./arp.ts";
-import { GATEWAY_IPV4, type Verdict, type VnicContext } from "./context.ts";
+import { GATEWAY_IPV4, GATEWAY_IPV6, type Verdict, type VnicContext } from "./context.ts";
 import type { DropCounters } from "./counters.ts";
 import { answerDhcpv4 } from "./dhcpv4.ts";
 import { answerDhcpv6 } from "./dhcpv6.ts";
@@ -66,11 +70,17 @@ export function handleGuestFrame(
   return v;
 }
 
+/** True when the frame's source MAC is `mac`: compared in place, as this runs for every frame. */
+function isSourceMac(frame: Uint8Array, mac: MacAddr): boolean {
+  for (let i = 0; i < MAC_LEN; i++) if (frame[MAC_LEN + i] !== mac[i]) return false;
+  return true;
+}
+
 function dispatch(ctx: VnicContext, frame: Uint8Array): Verdict {
   const eth = EthernetFrame.checked(frame);
   if (eth instanceof WireError) return drop("eth_malformed");
   // The guest may speak only with the MAC it was given: anything else is spoofing.
-  if (!bytesEqual(eth.src, ctx.mac)) return drop("eth_src_not_vnic");
+  if (!isSourceMac(frame, ctx.mac)) return drop("eth_src_not_vnic");
   switch (eth.ethertype) {
     case ETHERTYPE_ARP:
       return answerArp(ctx, eth.payload);
@@ -84,11 +94,16 @@ function dispatch(ctx: VnicContext, frame: Uint8Array): Verdict {
 }
 
 function onIpv4(ctx: VnicContext, bytes: Uint8Array): Verdict {
+  // Most frames are for the router: they are classified on the checked view, without the
+  // repr's copies of the addresses (measured: half the per-frame cost of a routed frame).
+  const view = Ipv4Packet.checked(bytes);
+  if (view instanceof WireError) return drop("ipv4_malformed");
+  const dst = view.dst;
+  const toGateway = bytesEqual(dst, GATEWAY_IPV4);
+  const broadcast = bytesEqual(dst, IPV4_BROADCAST);
+  if (!toGateway && !broadcast) return ROUTE;
   const ip = parseIpv4Packet(bytes);
   if (ip instanceof WireError) return drop("ipv4_malformed");
-  const toGateway = bytesEqual(ip.dst, GATEWAY_IPV4);
-  const broadcast = bytesEqual(ip.dst, IPV4_BROADCAST);
-  if (!toGateway && !broadcast) return ROUTE;
   if (ip.moreFragments || ip.fragmentOffset !== 0) return drop("ipv4_fragment_to_gateway");
   if (toGateway && ip.protocol === IP_PROTO_ICMP) return answerIcmpv4(ctx, ip);
   if (ip.protocol === IP_PROTO_UDP) {
@@ -104,7 +119,21 @@ function isNdp(icmpType: number): boolean {
   return icmpType >= ICMPV6_ROUTER_SOLICIT && icmpType <= ICMPV6_REDIRECT;
 }
 
+/** True for a packet no gateway service answers or refuses: the router's, as {@link onIpv6}
+ * would decide after its full parse. */
+function forRouter6(p: Ipv6Packet): boolean {
+  const dst = p.dst;
+  if (bytesEqual(dst, GATEWAY_IPV6) || isIpv6Multicast(dst) || isIpv6LinkLocal(dst)) return false;
+  if (p.nextHeader !== IP_PROTO_ICMPV6) return true;
+  const payload = p.payload;
+  return payload.length === 0 || !isNdp(payload[0]);
+}
+
 function onIpv6(ctx: VnicContext, bytes: Uint8Array): Verdict {
+  // As for IPv4: the router's frames are recognised on the checked view, without copies.
+  const view = Ipv6Packet.checked(bytes);
+  if (view instanceof WireError) return drop("ipv6_malformed");
+  if (forRouter6(view)) return ROUTE;
   const ip = parseIpv6Packet(bytes);
   if (ip instanceof WireError) return drop("ipv6_malformed");
   const toGateway = isToGateway6(ip);

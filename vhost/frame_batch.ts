@@ -57,10 +57,13 @@ export class FrameBatch {
   /** Appends a frame with its metadata (none: no offload); false when the batch is full. */
   push(frame: Uint8Array, meta?: Uint8Array): boolean {
     if (!this.fits(frame.length)) return false;
+    const bytes = this.bytes;
+    const at = this.used + 4;
     this.view.setUint32(this.used, frame.length, true);
-    if (meta) this.bytes.set(meta.subarray(0, META_SIZE), this.used + 4);
-    else this.bytes.fill(0, this.used + 4, this.used + RECORD_HEADER);
-    this.bytes.set(frame, this.used + RECORD_HEADER);
+    // Ten bytes: a loop is cheaper than a subarray and a set() or fill().
+    if (meta) { for (let i = 0; i < META_SIZE; i++) bytes[at + i] = meta[i]; }
+    else for (let i = 0; i < META_SIZE; i++) bytes[at + i] = 0;
+    bytes.set(frame, this.used + RECORD_HEADER);
     this.offsets[this.count] = this.used + RECORD_HEADER;
     this.lengths[this.count] = frame.length;
     this.count++;
@@ -84,6 +87,15 @@ export class FrameBatch {
   /** Frame i as a view into the buffer (valid until the batch is reused). */
   frame(i: number): Uint8Array {
     return this.bytes.subarray(this.offsets[i], this.offsets[i] + this.lengths[i]);
+  }
+
+  /** Copies frame i's metadata into `out` (at least 10 bytes) and returns it: on a per-frame
+   * path a 10-byte copy is cheaper than the view {@link meta} makes. */
+  copyMeta(i: number, out: Uint8Array): Uint8Array {
+    const bytes = this.bytes;
+    const at = this.offsets[i] - META_SIZE;
+    for (let k = 0; k < META_SIZE; k++) out[k] = bytes[at + k];
+    return out;
   }
 
   /** Frame i's metadata (the virtio-net header without num_buffers) as a writable view. */

@@ -18,6 +18,23 @@ Deno.test("frames come out in order, whole, and a full ring refuses", () => {
   assertThrows(() => FrameRing.allocate(6, 8, 0), RangeError);
 });
 
+Deno.test("ready() tells the consumer whether a drain would find a record", () => {
+  const ring = new FrameRing(FrameRing.allocate(8, 16, 0));
+  assertEquals(ring.ready(), false, "empty");
+  for (let i = 0; i < 6; i++) assert(ring.push(new Uint8Array([i])));
+  assertEquals(ring.ready(), true, "frames pushed");
+  assertEquals(ring.drain(5, () => {}), 5);
+  assertEquals(ring.ready(), true, "a burst left one frame behind");
+  assertEquals(ring.drain(5, () => {}), 1);
+  assertEquals(ring.ready(), false, "drained");
+  // A frame of three slots does not fit the two left before the end: a skip record, then the
+  // frame at slot 0. The skip record alone makes the ring ready.
+  assert(ring.push(new Uint8Array(60)));
+  assertEquals(ring.ready(), true, "a skip record is ready too");
+  assertEquals(ring.drain(4, (f) => assertEquals(f.length, 60)), 1);
+  assertEquals(ring.ready(), false);
+});
+
 Deno.test("three producer Workers and one consumer: nothing lost, nothing duplicated, per-producer order kept", async () => {
   const sab = FrameRing.allocate(64, 8, 0);
   const ring = new FrameRing(sab);

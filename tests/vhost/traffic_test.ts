@@ -157,3 +157,16 @@ Deno.test("two devices side by side: each guest gets only its own frames", () =>
     b.r.close();
   }
 });
+
+Deno.test("FrameBatch: a frame's metadata copied out equals its view and is independent of it", () => {
+  const batch = new FrameBatch(4);
+  const meta = Uint8Array.from({ length: 10 }, (_, i) => i + 1);
+  assert(batch.push(new Uint8Array(60), meta));
+  assert(batch.push(new Uint8Array(70)));
+  const out = new Uint8Array(10);
+  assertEquals([...batch.copyMeta(0, out)], [...meta]);
+  assertEquals([...batch.meta(0)], [...meta]);
+  out[0] = 99;
+  assertEquals(batch.meta(0)[0], 1, "the copy is not the batch's bytes");
+  assertEquals([...batch.copyMeta(1, out)], new Array(10).fill(0), "a plain frame: no offload");
+});
