@@ -27,54 +27,92 @@ function engineCollector(): (() => void) | null {
   return typeof gc === "function" ? gc as () => void : null;
 }
 
+/** Options of a {@link Reclaimer}. */
+export interface ReclaimerOptions {
+  /** The collector; default: the engine's, when the process exposes it. */
+  collector?: () => (() => void) | null;
+  delayMs?: number;
+  minIntervalMs?: number;
+  /**
+   * Run a due collection from a timer (default). An actor whose loop blocks in native code,
+   * where timers fire only when it takes a turn of its event loop, passes false and calls
+   * {@link Reclaimer.runDue} from its loop, waiting at most {@link Reclaimer.dueIn}.
+   */
+  timer?: boolean;
+}
+
 /** Schedules full collections of one isolate: coalesced, delayed and rate-limited. */
 export class Reclaimer {
-  #pending: ReturnType<typeof setTimeout> | null = null;
+  readonly #collector: () => (() => void) | null;
+  readonly #delayMs: number;
+  readonly #minIntervalMs: number;
+  readonly #useTimer: boolean;
+  /** When the requested collection is due (performance.now() time), or null. */
+  #dueAt: number | null = null;
+  #timer: ReturnType<typeof setTimeout> | null = null;
   #lastRun = -Infinity;
   /** Collections run so far. */
   runs = 0;
 
-  constructor(
-    private readonly collector: () => (() => void) | null = engineCollector,
-    private readonly delayMs = RECLAIM_DELAY_MS,
-    private readonly minIntervalMs = RECLAIM_MIN_INTERVAL_MS,
-  ) {}
+  constructor(opts: ReclaimerOptions = {}) {
+    this.#collector = opts.collector ?? engineCollector;
+    this.#delayMs = opts.delayMs ?? RECLAIM_DELAY_MS;
+    this.#minIntervalMs = opts.minIntervalMs ?? RECLAIM_MIN_INTERVAL_MS;
+    this.#useTimer = opts.timer ?? true;
+  }
 
   /**
    * Requests a full collection because references to shared buffers were dropped. Returns
-   * true when one is (or already was) scheduled, false when there is no collector.
+   * true when one is (or already was) due, false when there is no collector.
    */
-  request(): boolean {
-    const gc = this.collector();
-    if (!gc) return false;
-    if (this.#pending !== null) return true;
-    const wait = Math.max(this.delayMs, this.#lastRun + this.minIntervalMs - performance.now());
-    this.#pending = setTimeout(() => {
-      this.#pending = null;
-      this.#lastRun = performance.now();
-      this.runs++;
-      gc();
-    }, wait);
-    // A scheduled collection must never keep a stopping Worker or process alive.
-    Deno.unrefTimer(this.#pending);
+  request(now = performance.now()): boolean {
+    if (!this.#collector()) return false;
+    if (this.#dueAt !== null) return true;
+    this.#dueAt = Math.max(now + this.#delayMs, this.#lastRun + this.#minIntervalMs);
+    if (this.#useTimer) {
+      this.#timer = setTimeout(() => this.runDue(), this.#dueAt - now);
+      // A scheduled collection must never keep a stopping Worker or process alive.
+      Deno.unrefTimer(this.#timer);
+    }
     return true;
   }
 
-  /** True while a collection is scheduled. */
-  get pending(): boolean {
-    return this.#pending !== null;
+  /** Milliseconds until the requested collection is due (0: now), or -1 when none is. */
+  dueIn(now = performance.now()): number {
+    return this.#dueAt === null ? -1 : Math.max(0, Math.ceil(this.#dueAt - now));
   }
 
-  /** Cancels a scheduled collection. */
+  /** Runs the requested collection if it is due; true when it ran. */
+  runDue(now = performance.now()): boolean {
+    if (this.#dueAt === null || now < this.#dueAt) return false;
+    this.cancel();
+    const gc = this.#collector();
+    if (!gc) return false;
+    this.#lastRun = now;
+    this.runs++;
+    gc();
+    return true;
+  }
+
+  /** True while a collection is requested and has not run. */
+  get pending(): boolean {
+    return this.#dueAt !== null;
+  }
+
+  /** Forgets a requested collection. */
   cancel(): void {
-    if (this.#pending !== null) clearTimeout(this.#pending);
-    this.#pending = null;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#dueAt = null;
   }
 }
 
 const isolateReclaimer = new Reclaimer();
 
-/** Requests a collection of this isolate (see {@link Reclaimer.request}). */
+/**
+ * Requests a collection of this isolate from a timer (see {@link Reclaimer.request}): for
+ * threads whose event loop runs freely (the fleet, the TUN actor).
+ */
 export function reclaimDroppedBuffers(): boolean {
   return isolateReclaimer.request();
 }

@@ -59,7 +59,7 @@ import { SecurityFilter } from "../secgroup/mod.ts";
 import { GuestReceiver } from "../vhost/receive.ts";
 import { prepareFromGuest, pushToTun } from "../routing/offload.ts";
 import { childSocketGroup, shareSocket } from "../daemon/socket_access.ts";
-import { reclaimDroppedBuffers } from "./reclaim.ts";
+import { Reclaimer } from "./reclaim.ts";
 
 /** Another vNIC of the same network, as this one routes to it. */
 export interface Peer {
@@ -122,9 +122,15 @@ export function nativeDeviceControl(): NicDeviceControl {
   };
 }
 
-/** `poll` timeout: wait until an event. Mail wakes the loop (WAKE), peers' and the TUN's frames
- * too (INBOUND), the guest and the VMM through their fds: only the periodic RA is a timeout. */
-const WAIT_FOREVER = -1;
+/**
+ * Longest `poll` wait with nothing due. Mail wakes the loop (WAKE), peers' and the TUN's frames
+ * too (INBOUND), the guest and the VMM through their fds; the periodic RA and a requested
+ * collection (actors/reclaim.ts) set their own timeouts. This bound is only a safety net for a
+ * message that reached the Worker after the pacer stopped looking for it (`MailboxPacer`
+ * rechecks for about 1 s after a wake): it is then handled within this time. An idle vNIC pays
+ * one poll return every so often for it, which costs no measurable CPU.
+ */
+const IDLE_POLL_MS = 5_000;
 /** Frames moved per burst. */
 const BURST = 64;
 /** ICMP errors a vNIC may provoke: 100 per second, bursts of 20. */
@@ -152,6 +158,8 @@ interface VnicState {
   routeDrops: Record<string, number>;
   raSent: number;
   raDue: number;
+  /** Collections that release dropped peers' rings, run from the loop (see actors/reclaim.ts). */
+  reclaim: Reclaimer;
   topology: Topology;
   /** The TUN actor's ring and wake fd, when this network has one. */
   tun: { ring: FrameRing; wakeFd: number } | null;
@@ -424,16 +432,24 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       state.raDue = nextRaTime(Date.now(), state.raSent, DEFAULT_RA_INTERVALS, Math.random());
     }
     out.flush();
+    state.reclaim.runDue();
     // Mail and timers get a turn of the event loop when the pacer says so, not per burst.
     const turn = pacer.turn();
     if (turn) await turn;
   }
 }
 
-/** How long the loop may wait for events: until the next periodic RA, if one is due. */
+/**
+ * How long the loop may wait for events: until the next periodic RA or the requested
+ * collection, whichever is first, and at most {@link IDLE_POLL_MS}.
+ */
 function untilDue(state: VnicState): number {
-  if (!state.nic.ipv6 || !state.device.driverReady) return WAIT_FOREVER;
-  return Math.max(0, Math.ceil(state.raDue - Date.now()));
+  const gc = state.reclaim.dueIn();
+  let ms = gc < 0 ? IDLE_POLL_MS : Math.min(gc, IDLE_POLL_MS);
+  if (state.nic.ipv6 && state.device.driverReady) {
+    ms = Math.min(ms, Math.max(0, Math.ceil(state.raDue - Date.now())));
+  }
+  return ms;
 }
 
 /** Rebuilds what derives from the vNIC, its network and its peers. */
@@ -511,6 +527,8 @@ if (import.meta.main) {
         routeDrops: {},
         raSent: 0,
         raDue: Date.now(),
+        // The loop sleeps in native code, where a timer would not fire: it runs them itself.
+        reclaim: new Reclaimer({ timer: false }),
         topology: args.topology,
         tun: tunOf(args.topology),
         secgroups: new SecurityFilter(),
@@ -534,7 +552,7 @@ if (import.meta.main) {
         case "TopologyChanged": {
           const gone = droppedPeers(state.topology, msg.topology);
           refresh(state, msg.topology);
-          if (gone) reclaimDroppedBuffers();
+          if (gone) state.reclaim.request();
           return;
         }
         case "GetCounters": {
