@@ -4,6 +4,7 @@ import { ActorRef } from "../../actors/actor_ref.ts";
 import { Supervisor } from "../../actors/supervisor.ts";
 import { configureLogging, createLogger } from "../../daemon/log.ts";
 import type { PoolActorInfo, PoolActorMsg } from "./fixtures/pool_actor.ts";
+import { unixAccepts, until } from "../helpers/wait.ts";
 
 const POOL_ACTOR = new URL("./fixtures/pool_actor.ts", import.meta.url);
 /** Worker starts under `deno test` include type checking: be generous. */
@@ -11,34 +12,10 @@ const START_TIMEOUT_MS = 30_000;
 const logLines: string[] = [];
 configureLogging({ level: "debug", sink: (l) => logLines.push(l) });
 
-async function waitFor<T>(
-  fn: () => T | Promise<T>,
-  timeoutMs: number,
-  what: string,
-): Promise<NonNullable<T>> {
-  const end = performance.now() + timeoutMs;
-  while (performance.now() < end) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms`);
-}
-
-async function accepts(path: string): Promise<boolean> {
-  try {
-    const c = await Deno.connect({ transport: "unix", path });
-    c.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Names of the fixture Workers whose socket accepts: the Workers alive. */
 async function liveWorkers(dir: string): Promise<string[]> {
   const names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".sock"));
-  const live = await Promise.all(names.map((n) => accepts(`${dir}/${n}`)));
+  const live = await Promise.all(names.map((n) => unixAccepts(`${dir}/${n}`)));
   return names.filter((_, i) => live[i]).map((n) => n.slice(0, -".sock".length)).sort();
 }
 
@@ -56,7 +33,7 @@ Deno.test("a spawn takes a warm pool Worker; the pool refills, replaces a dead o
   let ref: ActorRef<PoolActorMsg> | null = null;
   try {
     // The fixture's first pool Worker dies while idle: the pool replaces it.
-    await waitFor(
+    await until(
       () => {
         const s = pool.stats();
         return s.lost >= 1 && s.warm === 2;
@@ -65,7 +42,7 @@ Deno.test("a spawn takes a warm pool Worker; the pool refills, replaces a dead o
       "two warm Workers after the first died",
     );
     // The dead Worker's socket closes with its thread, a moment after the pool dropped it.
-    await waitFor(
+    await until(
       async () => (await liveWorkers(dir)).join() === "p1#2,p1#3",
       5_000,
       "the dead Worker gone, two live",
@@ -85,14 +62,14 @@ Deno.test("a spawn takes a warm pool Worker; the pool refills, replaces a dead o
     assert(info.loadedAt <= before, "the actor's module was loaded before the spawn");
     assertEquals(pool.stats().takenWarm, 1);
 
-    await waitFor(() => pool.stats().warm === 2, START_TIMEOUT_MS, "the pool refilled");
+    await until(() => pool.stats().warm === 2, START_TIMEOUT_MS, "the pool refilled");
     assertEquals(pool.stats().started, 4, "one Worker started per Worker lost or taken");
     assertEquals((await liveWorkers(dir)).length, 3, "two idle, one actor");
 
     await ref.stop();
     pool.stop();
     assertEquals(pool.stats().idle, 0);
-    await waitFor(
+    await until(
       async () => (await liveWorkers(dir)).length === 0,
       5_000,
       "every Worker gone after stop",
@@ -119,7 +96,7 @@ Deno.test("an empty or stopped pool starts Workers on demand", async () => {
     assertEquals(pool.stats().started, 0, "a pool of size 0 keeps nothing idle");
     assertEquals(await liveWorkers(dir), ["test_b"]);
     await ref.stop();
-    await waitFor(
+    await until(
       async () => (await liveWorkers(dir)).length === 0,
       5_000,
       "the actor's Worker gone after stop",
@@ -143,7 +120,7 @@ Deno.test("a supervisor restarts a crashed child in a warm pool Worker", async (
   });
   try {
     // p2#1 dies idle; p2#2 is the warm one.
-    await waitFor(
+    await until(
       () => pool.stats().lost >= 1 && pool.stats().warm === 1,
       START_TIMEOUT_MS,
       "warm",
@@ -154,9 +131,9 @@ Deno.test("a supervisor restarts a crashed child in a warm pool Worker", async (
       spawn: () => ({ name: "test/c", module: POOL_ACTOR, args: null, pool }),
     });
     assertEquals((await first.call<PoolActorInfo>({ type: "Whoami" })).workerName, "p2#2");
-    await waitFor(() => pool.stats().warm === 1, START_TIMEOUT_MS, "refilled");
+    await until(() => pool.stats().warm === 1, START_TIMEOUT_MS, "refilled");
     first.kill();
-    const second = await waitFor(
+    const second = await until(
       () => sup.ref<PoolActorMsg>("c") ?? undefined,
       START_TIMEOUT_MS,
       "the restart",
@@ -167,7 +144,7 @@ Deno.test("a supervisor restarts a crashed child in a warm pool Worker", async (
   } finally {
     await sup.stop();
     pool.stop();
-    await waitFor(async () => (await liveWorkers(dir)).length === 0, 5_000, "all stopped");
+    await until(async () => (await liveWorkers(dir)).length === 0, 5_000, "all stopped");
     Deno.removeSync(dir, { recursive: true });
   }
 });
