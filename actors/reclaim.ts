@@ -77,14 +77,24 @@ export class Reclaimer {
     return true;
   }
 
-  /** Milliseconds until the requested collection is due (0: now), or -1 when none is. */
-  dueIn(now = performance.now()): number {
-    return this.#dueAt === null ? -1 : Math.max(0, Math.ceil(this.#dueAt - now));
+  /**
+   * Milliseconds until the requested collection is due (0: now), or -1 when none is. Called on
+   * every loop iteration: the clock is read only while a collection is requested.
+   */
+  dueIn(now?: number): number {
+    if (this.#dueAt === null) return -1;
+    return Math.max(0, Math.ceil(this.#dueAt - (now ?? performance.now())));
   }
 
-  /** Runs the requested collection if it is due; true when it ran. */
-  runDue(now = performance.now()): boolean {
-    if (this.#dueAt === null || now < this.#dueAt) return false;
+  /** Runs the requested collection if it is due; true when it ran. Cheap when none is. */
+  runDue(now?: number): boolean {
+    if (this.#dueAt === null) return false;
+    if (now === undefined) now = performance.now();
+    if (now < this.#dueAt) return false;
+    return this.#run(now);
+  }
+
+  #run(now: number): boolean {
     this.cancel();
     const gc = this.#collector();
     if (!gc) return false;
