@@ -70,7 +70,10 @@ export class Reclaimer {
     if (this.#dueAt !== null) return true;
     this.#dueAt = Math.max(now + this.#delayMs, this.#lastRun + this.#minIntervalMs);
     if (this.#useTimer) {
-      this.#timer = setTimeout(() => this.runDue(), this.#dueAt - now);
+      // The timer's firing is the due time: a timer may fire a fraction of a millisecond before
+      // the clock reaches a fractional due time, and a check against the clock would then
+      // leave the request pending with no timer, so that no collection ever ran again.
+      this.#timer = setTimeout(() => this.#run(performance.now()), this.#dueAt - now);
       // A scheduled collection must never keep a stopping Worker or process alive.
       Deno.unrefTimer(this.#timer);
     }
