@@ -10,17 +10,8 @@ import { sleep, until } from "../helpers/wait.ts";
 import { connect, type NetClient, serving } from "../api/helpers.ts";
 import { Frontend, TXQ } from "../harness/frontend.ts";
 import { ALL_FEATURES, ALL_PROTOCOL_FEATURES } from "../harness/setup.ts";
-import { ipv4UdpFrame } from "../../services/frames.ts";
-import { GATEWAY_MAC } from "../../services/context.ts";
-import {
-  IP_PROTO_UDP,
-  parseEthernet,
-  parseIpv4,
-  parseIpv4Packet,
-  parseMac,
-  parseUdp,
-  WireError,
-} from "../../wire/mod.ts";
+import { numberedFrame, numberOf } from "../harness/numbered_frames.ts";
+import { parseIpv4, parseMac } from "../../wire/mod.ts";
 
 const NETWORK = "loop";
 const UDP_PORT = 9100;
@@ -66,24 +57,15 @@ function attach(nic: NicInfo): Frontend {
 }
 
 function udpFrame(from: NicInfo, to: NicInfo, seq: number): Uint8Array {
-  const payload = new Uint8Array(4);
-  new DataView(payload.buffer).setUint32(0, seq);
-  const f = ipv4UdpFrame(from.mac, GATEWAY_MAC, from.ipv4, to.ipv4, UDP_PORT, UDP_PORT, payload);
-  if (f instanceof WireError) throw new Error(`test frame: ${f}`);
-  return f;
+  return numberedFrame(from, to.ipv4, UDP_PORT, seq);
 }
 
 /** Sequence numbers of the test's UDP frames among what the guest received. */
 function seqsOf(frames: { frame: Uint8Array }[]): number[] {
   const out: number[] = [];
   for (const { frame } of frames) {
-    const eth = parseEthernet(frame);
-    if (eth instanceof WireError) continue;
-    const ip = parseIpv4Packet(eth.payload);
-    if (ip instanceof WireError || ip.protocol !== IP_PROTO_UDP) continue;
-    const udp = parseUdp(ip.payload, ip.src, ip.dst);
-    if (udp instanceof WireError || udp.dstPort !== UDP_PORT) continue;
-    out.push(new DataView(udp.payload.buffer, udp.payload.byteOffset).getUint32(0));
+    const seq = numberOf(frame, UDP_PORT);
+    if (seq !== null) out.push(seq);
   }
   return out;
 }

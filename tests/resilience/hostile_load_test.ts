@@ -16,17 +16,8 @@ import { connect, type NetClient, serving } from "../api/helpers.ts";
 import { Frontend, TXQ } from "../harness/frontend.ts";
 import { ALL_FEATURES, ALL_PROTOCOL_FEATURES } from "../harness/setup.ts";
 import { ALL_CLASSES, type HostileNic, type RoundTally } from "./hostile_frontend.ts";
-import { ipv4UdpFrame } from "../../services/frames.ts";
-import { GATEWAY_MAC } from "../../services/context.ts";
-import {
-  IP_PROTO_UDP,
-  parseEthernet,
-  parseIpv4,
-  parseIpv4Packet,
-  parseMac,
-  parseUdp,
-  WireError,
-} from "../../wire/mod.ts";
+import { numberedFrame, numberOf } from "../harness/numbered_frames.ts";
+import { parseIpv4, parseMac } from "../../wire/mod.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const HOSTILE_MS = Number(Deno.env.get("MVIRT_NET_HOSTILE_SECONDS") ?? "15") * 1000;
@@ -44,7 +35,6 @@ const RX_BUF = 2048;
 const PEER_REGION = 0x400000;
 const PEER_QSIZE = 256;
 const UDP_PORT = 9000;
-const MAGIC = 0x6d766e74;
 /** Counters the bad vNIC's device must have moved: one per class of malformed chain. */
 const BAD_CHAIN_COUNTERS = [
   "chain_bad_addr",
@@ -112,20 +102,12 @@ class Peer {
   tick(): void {
     this.fe.rings[TXQ].takeUsed();
     for (let i = 0; i < BURST; i++) {
-      const payload = new Uint8Array(8);
-      const v = new DataView(payload.buffer);
-      v.setUint32(0, MAGIC);
-      v.setUint32(4, this.sent);
-      const frame = ipv4UdpFrame(
-        this.#mac,
-        GATEWAY_MAC,
-        this.#ip,
+      const frame = numberedFrame(
+        { mac: this.#mac, ipv4: this.#ip },
         this.#to,
         UDP_PORT,
-        UDP_PORT,
-        payload,
+        this.sent,
       );
-      if (frame instanceof WireError) throw new Error(`test frame: ${frame}`);
       try {
         this.fe.sendFrame(frame);
         this.sent++;
@@ -141,22 +123,11 @@ class Peer {
   receive(): void {
     for (const { frame, numBuffers } of this.fe.readRx()) {
       this.#rxOutstanding -= numBuffers;
-      const seq = seqOf(frame);
+      const seq = numberOf(frame, UDP_PORT);
       if (seq !== null) this.seen.add(seq);
     }
     this.#refill();
   }
-}
-
-function seqOf(frame: Uint8Array): number | null {
-  const eth = parseEthernet(frame);
-  if (eth instanceof WireError) return null;
-  const ip = parseIpv4Packet(eth.payload);
-  if (ip instanceof WireError || ip.protocol !== IP_PROTO_UDP) return null;
-  const udp = parseUdp(ip.payload, ip.src, ip.dst);
-  if (udp instanceof WireError || udp.dstPort !== UDP_PORT || udp.payload.length < 8) return null;
-  const v = new DataView(udp.payload.buffer, udp.payload.byteOffset);
-  return v.getUint32(0) === MAGIC ? v.getUint32(4) : null;
 }
 
 function rssMb(pid: number): number {
