@@ -45,6 +45,7 @@ export const DevField = {
   CONNECTED: 7,
   MEM_REGIONS: 8,
   ACTIVE: 9,
+  DIRECT_RX: 10,
 } as const;
 
 /** Fields of `mvn_queue_get` (enum mvn_vring_field). */
@@ -105,6 +106,7 @@ const SYMBOLS = {
   mvn_dev_wake: { parameters: ["i32"], result: "i32" },
   mvn_dev_notify: { parameters: ["i32"], result: "i32" },
   mvn_dev_poll: { parameters: ["i32", "i32"], result: "i32" },
+  mvn_dev_poll_ring: { parameters: ["i32", "i32", "buffer", "u32"], result: "i32" },
   mvn_dev_accept: { parameters: ["i32"], result: "i32" },
   mvn_dev_disconnect: { parameters: ["i32"], result: "i32" },
   mvn_dev_recv: { parameters: ["i32", "buffer", "u32", "buffer"], result: "i32" },
@@ -128,6 +130,11 @@ const SYMBOLS = {
   mvn_dev_tx_burst: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
   mvn_dev_rx_burst: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
   mvn_dev_counters: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  mvn_fwd_tx: {
+    parameters: ["i32", "buffer", "u32", "u32", "buffer", "u32", "buffer"],
+    result: "i32",
+  },
+  mvn_fwd_rx: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
   mvn_fd_close: { parameters: ["i32"], result: "i32" },
   mvn_tun_open: { parameters: ["buffer"], result: "i32" },
   mvn_tun_wait: { parameters: ["i32", "i32", "i32"], result: "i32" },

@@ -9,6 +9,7 @@
 #include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "direct.h"
+#include "fring.h"
 #include "mem.h"
 #include "vring.h"
 
@@ -33,6 +37,12 @@
 #define MAX_MSG_FDS 8
 /* A frontend that starts a message and stalls must not hang the data plane. */
 #define IO_TIMEOUT_MS 1000
+/* A loop that found frames within SPIN_WINDOW_NS looks for more for up to SPIN_NS, yielding
+ * the CPU between looks, before it sleeps: with frames flowing, the next burst is usually that
+ * close, and a sleep costs an eventfd write by the sender and a wake-up (in a VM, an IPI) each
+ * way. An idle device never spins. */
+#define SPIN_WINDOW_NS 2000000ll
+#define SPIN_NS 50000ll
 /* VHOST_USER_F_PROTOCOL_FEATURES: without it rings start enabled. */
 #define F_PROTOCOL_FEATURES 30
 
@@ -46,10 +56,22 @@ struct mvn_dev {
 	int listen_fd, conn_fd, epoll_fd, wake_fd, inbound_fd, backend_fd;
 	ino_t sock_ino; /* the socket file we created, so destroy never removes another's */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	/* 1 while the owner runs between two mvn_dev_poll_ring calls: it drains its inbound ring
+	 * before it sleeps again, so mvn_dev_notify need not write inbound_fd. */
+	int32_t running;
+	/* When mvn_dev_poll_ring last found frames (CLOCK_MONOTONIC, ns; 0: never). */
+	int64_t last_work_ns;
+	/* Held by whoever delivers into the guest's receive ring: the owner, or a peer's thread
+	 * delivering directly (mvn_direct_begin). The owner also holds it while it changes what
+	 * such a delivery reads: the memory table, the rings, the negotiated features. */
+	pthread_mutex_t rx_lock;
 	uint64_t field[MVN_DEV_FIELD_COUNT];
 	struct mvn_mem mem;
 	struct mvn_vring vq[NUM_QUEUES];
+	/* Counters of the owner's side (transmit ring, kicks) and, apart, of the receive side,
+	 * written only under rx_lock: no counter word is written by two threads. */
 	uint64_t ctr[MVN_CTR_COUNT];
+	uint64_t rx_ctr[MVN_CTR_COUNT];
 };
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -161,6 +183,10 @@ static int open_listener(struct mvn_dev *d, const char *path)
 
 static void dev_free(struct mvn_dev *d)
 {
+	/* A peer that found d before it left the table holds rx_lock: wait for it. */
+	pthread_mutex_lock(&d->rx_lock);
+	pthread_mutex_unlock(&d->rx_lock);
+	pthread_mutex_destroy(&d->rx_lock);
 	for (uint32_t q = 0; q < NUM_QUEUES; q++) {
 		close_fd(&d->vq[q].kick_fd);
 		close_fd(&d->vq[q].call_fd);
@@ -186,6 +212,7 @@ int32_t mvn_dev_create(const char *path, uint64_t mac, uint32_t mtu)
 	if (d == NULL)
 		return -ENOMEM;
 	d->listen_fd = d->conn_fd = d->backend_fd = -1;
+	pthread_mutex_init(&d->rx_lock, NULL);
 	for (uint32_t q = 0; q < NUM_QUEUES; q++)
 		mvn_vring_init(&d->vq[q]);
 	d->field[MVN_DEV_MAC] = mac & 0xffffffffffffull;
@@ -254,7 +281,15 @@ static int32_t signal_fd(int32_t h, bool inbound)
 	if (d != NULL) {
 		uint64_t one = 1;
 		int fd = inbound ? d->inbound_fd : d->wake_fd;
-		rc = write(fd, &one, sizeof(one)) == (ssize_t)sizeof(one) ? 0 : -errno;
+		/* The frames pushed before this call are ordered before the read of `running`; the
+		 * owner clears it before it looks at its ring (mvn_dev_poll_ring): one of us sees
+		 * the other. A running owner needs no event (and the write and the wake-up it
+		 * causes cost a system call each per burst). */
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (inbound && __atomic_load_n(&d->running, __ATOMIC_RELAXED))
+			rc = 0;
+		else
+			rc = write(fd, &one, sizeof(one)) == (ssize_t)sizeof(one) ? 0 : -errno;
 	}
 	pthread_mutex_unlock(&table_lock);
 	return rc;
@@ -275,19 +310,70 @@ static bool protocol_features(const struct mvn_dev *d)
 	return (d->field[MVN_DEV_FEATURES] >> F_PROTOCOL_FEATURES) & 1u;
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/* Frames in the guest's transmit ring or the inbound ring: what a loop that just moved frames
+ * looks for before it sleeps (SPIN_NS). Returns the MVN_EV_* bits of what it found. */
+static int32_t spin_for_frames(struct mvn_dev *d, const struct mvn_fring *r)
+{
+	int64_t now = now_ns();
+	if (d->last_work_ns == 0 || now - d->last_work_ns > SPIN_WINDOW_NS)
+		return 0;
+	bool tx_ready = mvn_vring_ready(&d->vq[TXQ], protocol_features(d));
+	for (int64_t end = now + SPIN_NS; now < end; now = now_ns()) {
+		int32_t found = mvn_fring_ready(r) ? (int32_t)MVN_EV_INBOUND : 0;
+		if (tx_ready && mvn_vring_pending(&d->vq[TXQ]))
+			found |= (int32_t)MVN_EV_TX;
+		if (found != 0)
+			return found;
+		sched_yield();
+	}
+	return 0;
+}
+
 int32_t mvn_dev_poll(int32_t h, int32_t timeout_ms)
+{
+	return mvn_dev_poll_ring(h, timeout_ms, NULL, 0);
+}
+
+int32_t mvn_dev_poll_ring(int32_t h, int32_t timeout_ms, uint8_t *ring, uint32_t ring_len)
 {
 	struct mvn_dev *d = lookup(h);
 	if (d == NULL)
 		return -ENOENT;
+	struct mvn_fring r;
+	bool with_ring = ring != NULL && mvn_fring_open(&r, ring, ring_len);
 	int32_t mask = 0;
+	__atomic_store_n(&d->running, 0, __ATOMIC_SEQ_CST);
+	if (with_ring) {
+		/* Pairs with the fence in signal_fd: the ring is read after `running` is clear. */
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (mvn_fring_ready(&r)) {
+			mask |= MVN_EV_INBOUND;
+			timeout_ms = 0;
+		}
+	}
 	/* Frames left in the ring after a burst produce no new kick (EVENT_IDX): report them. */
 	if (mvn_vring_ready(&d->vq[TXQ], protocol_features(d)) && mvn_vring_pending(&d->vq[TXQ])) {
 		mask |= MVN_EV_TX;
 		timeout_ms = 0;
 	}
+	if (with_ring && timeout_ms != 0) {
+		int32_t found = spin_for_frames(d, &r);
+		if (found != 0) {
+			mask |= found;
+			timeout_ms = 0;
+		}
+	}
 	struct epoll_event ev[8];
 	int n = epoll_wait(d->epoll_fd, ev, 8, timeout_ms);
+	if (with_ring)
+		__atomic_store_n(&d->running, 1, __ATOMIC_SEQ_CST);
 	if (n < 0)
 		return errno == EINTR ? mask : -errno;
 	for (int i = 0; i < n; i++) {
@@ -312,6 +398,8 @@ int32_t mvn_dev_poll(int32_t h, int32_t timeout_ms)
 			mask |= tag - TAG_KICK0 == TXQ ? MVN_EV_TX : MVN_EV_RX;
 		}
 	}
+	if (with_ring && (mask & (int32_t)(MVN_EV_TX | MVN_EV_INBOUND)) != 0)
+		d->last_work_ns = now_ns();
 	return mask;
 }
 
@@ -352,7 +440,7 @@ static void rings_reset(struct mvn_dev *d, bool all)
 	}
 }
 
-int32_t mvn_dev_disconnect(int32_t h)
+static int32_t dev_disconnect_locked(int32_t h)
 {
 	struct mvn_dev *d = lookup(h);
 	if (d == NULL)
@@ -373,7 +461,7 @@ int32_t mvn_dev_disconnect(int32_t h)
 	return 0;
 }
 
-int32_t mvn_dev_reset(int32_t h)
+static int32_t dev_reset_locked(int32_t h)
 {
 	struct mvn_dev *d = lookup(h);
 	if (d == NULL)
@@ -540,7 +628,7 @@ uint64_t mvn_dev_get(int32_t h, int32_t field)
 	return d->field[field];
 }
 
-int32_t mvn_dev_set(int32_t h, int32_t field, uint64_t value)
+static int32_t dev_set_locked(int32_t h, int32_t field, uint64_t value)
 {
 	struct mvn_dev *d = lookup(h);
 	if (d == NULL)
@@ -567,7 +655,7 @@ static void region_decode(struct mvn_region *r, const uint8_t *p)
 	memcpy(&r->mmap_offset, p + 24, 8);
 }
 
-int32_t mvn_dev_mem_set(int32_t h, const uint8_t *regions, uint32_t n, const int32_t *fds)
+static int32_t dev_mem_set_locked(int32_t h, const uint8_t *regions, uint32_t n, const int32_t *fds)
 {
 	struct mvn_dev *d = lookup(h);
 	int32_t rc = d == NULL ? -ENOENT : n > MVN_MAX_REGIONS ? -E2BIG : 0;
@@ -597,7 +685,7 @@ int32_t mvn_dev_mem_set(int32_t h, const uint8_t *regions, uint32_t n, const int
 	return 0;
 }
 
-int32_t mvn_dev_mem_add(int32_t h, const uint8_t *region, int32_t fd)
+static int32_t dev_mem_add_locked(int32_t h, const uint8_t *region, int32_t fd)
 {
 	struct mvn_dev *d = lookup(h);
 	struct mvn_region r;
@@ -617,7 +705,7 @@ int32_t mvn_dev_mem_add(int32_t h, const uint8_t *region, int32_t fd)
 	return 0;
 }
 
-int32_t mvn_dev_mem_remove(int32_t h, const uint8_t *region)
+static int32_t dev_mem_remove_locked(int32_t h, const uint8_t *region)
 {
 	struct mvn_dev *d = lookup(h);
 	if (d == NULL)
@@ -648,7 +736,7 @@ static struct mvn_vring *vring_of(int32_t h, uint32_t q, struct mvn_dev **dp)
 	return d != NULL && q < NUM_QUEUES ? &d->vq[q] : NULL;
 }
 
-int32_t mvn_queue_set_num(int32_t h, uint32_t q, uint32_t num)
+static int32_t queue_set_num_locked(int32_t h, uint32_t q, uint32_t num)
 {
 	struct mvn_dev *d;
 	struct mvn_vring *vr = vring_of(h, q, &d);
@@ -661,7 +749,7 @@ int32_t mvn_queue_set_num(int32_t h, uint32_t q, uint32_t num)
 	return rc;
 }
 
-int32_t mvn_queue_set_addr(int32_t h, uint32_t q, uint64_t desc, uint64_t used, uint64_t avail)
+static int32_t queue_set_addr_locked(int32_t h, uint32_t q, uint64_t desc, uint64_t used, uint64_t avail)
 {
 	struct mvn_dev *d;
 	struct mvn_vring *vr = vring_of(h, q, &d);
@@ -677,7 +765,7 @@ int32_t mvn_queue_set_addr(int32_t h, uint32_t q, uint64_t desc, uint64_t used, 
 	return 0;
 }
 
-int32_t mvn_queue_set_base(int32_t h, uint32_t q, uint32_t base)
+static int32_t queue_set_base_locked(int32_t h, uint32_t q, uint32_t base)
 {
 	struct mvn_vring *vr = vring_of(h, q, NULL);
 	if (vr == NULL || base > 0xffff)
@@ -691,7 +779,7 @@ int32_t mvn_queue_set_base(int32_t h, uint32_t q, uint32_t base)
 	return 0;
 }
 
-int32_t mvn_queue_stop(int32_t h, uint32_t q)
+static int32_t queue_stop_locked(int32_t h, uint32_t q)
 {
 	struct mvn_dev *d;
 	struct mvn_vring *vr = vring_of(h, q, &d);
@@ -703,7 +791,7 @@ int32_t mvn_queue_stop(int32_t h, uint32_t q)
 	return vr->last_avail;
 }
 
-int32_t mvn_queue_set_fd(int32_t h, uint32_t q, int32_t which, int32_t fd)
+static int32_t queue_set_fd_locked(int32_t h, uint32_t q, int32_t which, int32_t fd)
 {
 	struct mvn_dev *d;
 	struct mvn_vring *vr = vring_of(h, q, &d);
@@ -734,7 +822,7 @@ int32_t mvn_queue_set_fd(int32_t h, uint32_t q, int32_t which, int32_t fd)
 	return rc;
 }
 
-int32_t mvn_queue_set_enable(int32_t h, uint32_t q, uint32_t enable)
+static int32_t queue_set_enable_locked(int32_t h, uint32_t q, uint32_t enable)
 {
 	struct mvn_vring *vr = vring_of(h, q, NULL);
 	if (vr == NULL)
@@ -779,17 +867,17 @@ int32_t mvn_dev_tx_burst(int32_t h, uint8_t *out, uint32_t cap, uint32_t max)
 	return (int32_t)mvn_vring_tx_burst(&d->vq[TXQ], &env, out, cap, max);
 }
 
-int32_t mvn_dev_rx_burst(int32_t h, const uint8_t *in, uint32_t len, uint32_t count)
+static int32_t dev_rx_burst_locked(int32_t h, const uint8_t *in, uint32_t len, uint32_t count)
 {
 	struct mvn_dev *d = lookup(h);
 	if (d == NULL)
 		return -ENOENT;
 	if (!mvn_vring_ready(&d->vq[RXQ], protocol_features(d))) {
-		d->ctr[MVN_CTR_RX_DROP_NOT_READY] += count;
+		d->rx_ctr[MVN_CTR_RX_DROP_NOT_READY] += count;
 		return 0;
 	}
 	struct mvn_vring_env env = { .mem = &d->mem, .features = d->field[MVN_DEV_FEATURES],
-				     .ctr = d->ctr };
+				     .ctr = d->rx_ctr };
 	return (int32_t)mvn_vring_rx_burst(&d->vq[RXQ], &env, in, len, count);
 }
 
@@ -797,8 +885,9 @@ int32_t mvn_dev_counters(int32_t h, uint64_t *out, uint32_t n)
 {
 	pthread_mutex_lock(&table_lock);
 	struct mvn_dev *d = lookup(h);
-	if (d != NULL)
-		memcpy(out, d->ctr, sizeof(uint64_t) * (n < MVN_CTR_COUNT ? n : MVN_CTR_COUNT));
+	/* Racy reads of words other threads increment: each is a whole aligned u64. */
+	for (uint32_t i = 0; d != NULL && i < n && i < MVN_CTR_COUNT; i++)
+		out[i] = d->ctr[i] + d->rx_ctr[i];
 	pthread_mutex_unlock(&table_lock);
 	return d == NULL ? -ENOENT : MVN_CTR_COUNT;
 }
@@ -806,4 +895,155 @@ int32_t mvn_dev_counters(int32_t h, uint64_t *out, uint32_t n)
 int32_t mvn_fd_close(int32_t fd)
 {
 	return close(fd) == 0 ? 0 : -errno;
+}
+
+static int32_t fwd_rx_locked(int32_t h, uint8_t *ring, uint32_t ring_len, uint32_t max)
+{
+	struct mvn_dev *d = lookup(h);
+	if (d == NULL)
+		return -ENOENT;
+	struct mvn_fring r;
+	if (!mvn_fring_open(&r, ring, ring_len))
+		return -EINVAL;
+	if (!mvn_vring_ready(&d->vq[RXQ], protocol_features(d)))
+		return 0;
+	struct mvn_vring_env env = { .mem = &d->mem, .features = d->field[MVN_DEV_FEATURES],
+				     .ctr = d->rx_ctr };
+	struct mvn_rx_batch b;
+	mvn_vring_rx_start(&d->vq[RXQ], &env, &b);
+	int32_t taken = 0;
+	while ((uint32_t)taken < max) {
+		const uint8_t *meta, *frame;
+		uint32_t len;
+		if (mvn_fring_peek(&r, &meta, &frame, &len) != 1)
+			break;
+		/* A frame with offloads may need adapting to what this guest negotiated: TypeScript
+		 * does that (vhost/receive.ts), from this frame on. */
+		if ((meta[0] & MVN_HDR_F_NEEDS_CSUM) != 0 || meta[1] != 0)
+			break;
+		mvn_vring_rx_put(&d->vq[RXQ], &env, &b, meta, frame, len);
+		mvn_fring_release(&r, len);
+		taken++;
+	}
+	mvn_vring_rx_finish(&d->vq[RXQ], &env, &b);
+	return taken;
+}
+
+/* The owner's calls that change what a delivery into the guest reads, and its own deliveries,
+ * run under rx_lock (see struct mvn_dev). */
+#define UNDER_RX_LOCK(h, call)                                                                   \
+	do {                                                                                     \
+		struct mvn_dev *d_ = lookup(h);                                                  \
+		if (d_ == NULL)                                                                  \
+			return -ENOENT;                                                          \
+		pthread_mutex_lock(&d_->rx_lock);                                                \
+		int32_t r_ = (call);                                                             \
+		pthread_mutex_unlock(&d_->rx_lock);                                              \
+		return r_;                                                                       \
+	} while (0)
+
+int32_t mvn_dev_disconnect(int32_t h)
+{
+	UNDER_RX_LOCK(h, dev_disconnect_locked(h));
+}
+
+int32_t mvn_dev_reset(int32_t h)
+{
+	UNDER_RX_LOCK(h, dev_reset_locked(h));
+}
+
+int32_t mvn_dev_set(int32_t h, int32_t field, uint64_t value)
+{
+	UNDER_RX_LOCK(h, dev_set_locked(h, field, value));
+}
+
+int32_t mvn_dev_mem_set(int32_t h, const uint8_t *regions, uint32_t n, const int32_t *fds)
+{
+	UNDER_RX_LOCK(h, dev_mem_set_locked(h, regions, n, fds));
+}
+
+int32_t mvn_dev_mem_add(int32_t h, const uint8_t *region, int32_t fd)
+{
+	UNDER_RX_LOCK(h, dev_mem_add_locked(h, region, fd));
+}
+
+int32_t mvn_dev_mem_remove(int32_t h, const uint8_t *region)
+{
+	UNDER_RX_LOCK(h, dev_mem_remove_locked(h, region));
+}
+
+int32_t mvn_queue_set_num(int32_t h, uint32_t q, uint32_t num)
+{
+	UNDER_RX_LOCK(h, queue_set_num_locked(h, q, num));
+}
+
+int32_t mvn_queue_set_addr(int32_t h, uint32_t q, uint64_t desc, uint64_t used, uint64_t avail)
+{
+	UNDER_RX_LOCK(h, queue_set_addr_locked(h, q, desc, used, avail));
+}
+
+int32_t mvn_queue_set_base(int32_t h, uint32_t q, uint32_t base)
+{
+	UNDER_RX_LOCK(h, queue_set_base_locked(h, q, base));
+}
+
+int32_t mvn_queue_stop(int32_t h, uint32_t q)
+{
+	UNDER_RX_LOCK(h, queue_stop_locked(h, q));
+}
+
+int32_t mvn_queue_set_fd(int32_t h, uint32_t q, int32_t which, int32_t fd)
+{
+	UNDER_RX_LOCK(h, queue_set_fd_locked(h, q, which, fd));
+}
+
+int32_t mvn_queue_set_enable(int32_t h, uint32_t q, uint32_t enable)
+{
+	UNDER_RX_LOCK(h, queue_set_enable_locked(h, q, enable));
+}
+
+int32_t mvn_dev_rx_burst(int32_t h, const uint8_t *in, uint32_t len, uint32_t count)
+{
+	UNDER_RX_LOCK(h, dev_rx_burst_locked(h, in, len, count));
+}
+
+int32_t mvn_fwd_rx(int32_t h, uint8_t *ring, uint32_t ring_len, uint32_t max)
+{
+	UNDER_RX_LOCK(h, fwd_rx_locked(h, ring, ring_len, max));
+}
+
+bool mvn_direct_begin(struct mvn_direct *x, int32_t h)
+{
+	pthread_mutex_lock(&table_lock);
+	struct mvn_dev *d = lookup(h);
+	/* Never wait for the owner: it may be changing its memory table. The caller falls back
+	 * to the device's inbound ring. */
+	bool locked = d != NULL && pthread_mutex_trylock(&d->rx_lock) == 0;
+	pthread_mutex_unlock(&table_lock);
+	if (!locked)
+		return false;
+	if (d->field[MVN_DEV_DIRECT_RX] == 0 ||
+	    !mvn_vring_ready(&d->vq[RXQ], protocol_features(d))) {
+		pthread_mutex_unlock(&d->rx_lock);
+		return false;
+	}
+	x->dev = d;
+	x->env = (struct mvn_vring_env){ .mem = &d->mem,
+					 .features = d->field[MVN_DEV_FEATURES],
+					 .ctr = d->rx_ctr };
+	mvn_vring_rx_start(&d->vq[RXQ], &x->env, &x->batch);
+	return true;
+}
+
+void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
+		    uint32_t len)
+{
+	mvn_vring_rx_put(&x->dev->vq[RXQ], &x->env, &x->batch, meta, frame, len);
+}
+
+void mvn_direct_end(struct mvn_direct *x)
+{
+	mvn_vring_rx_finish(&x->dev->vq[RXQ], &x->env, &x->batch);
+	pthread_mutex_unlock(&x->dev->rx_lock);
+	x->dev = NULL;
 }

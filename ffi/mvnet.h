@@ -34,6 +34,7 @@ enum mvn_dev_field {
 	MVN_DEV_CONNECTED,   /* read-only */
 	MVN_DEV_MEM_REGIONS, /* read-only: regions mapped */
 	MVN_DEV_ACTIVE,      /* set by the protocol handler: DRIVER_OK seen with rings ready */
+	MVN_DEV_DIRECT_RX,   /* peers may deliver plain frames straight into the guest (direct.h) */
 	MVN_DEV_FIELD_COUNT
 };
 
@@ -60,10 +61,15 @@ int32_t mvn_dev_exists(int32_t h);
 /* Makes a blocked (or the next) mvn_dev_poll return MVN_EV_WAKE. Any thread. */
 int32_t mvn_dev_wake(int32_t h);
 /* Makes a blocked (or the next) mvn_dev_poll return MVN_EV_INBOUND: frames were pushed into
- * the device's inbound ring. Any thread. */
+ * the device's inbound ring. Any thread. Writes nothing while the owner runs between two
+ * mvn_dev_poll_ring calls: it looks at the ring before it sleeps. */
 int32_t mvn_dev_notify(int32_t h);
 /* Waits up to timeout_ms (-1: forever) and returns the MVN_EV_* bits ready (0 on timeout). */
 int32_t mvn_dev_poll(int32_t h, int32_t timeout_ms);
+/* mvn_dev_poll for an owner that drains the device's inbound frame ring (ring_len bytes at
+ * ring, fring.h) on every return: reports MVN_EV_INBOUND without waiting while a frame is
+ * ready, and until the next call tells mvn_dev_notify that no event is needed. */
+int32_t mvn_dev_poll_ring(int32_t h, int32_t timeout_ms, uint8_t *ring, uint32_t ring_len);
 
 /* Accepts a waiting frontend: 1 accepted, 0 none waiting (or already connected), -errno. */
 int32_t mvn_dev_accept(int32_t h);
@@ -123,6 +129,21 @@ int32_t mvn_dev_rx_burst(int32_t h, const uint8_t *in, uint32_t len, uint32_t co
 int32_t mvn_dev_counters(int32_t h, uint64_t *out, uint32_t n);
 /* Closes an fd received from the frontend that no handler took. */
 int32_t mvn_fd_close(int32_t fd);
+
+/* Forwarding fast path (fastpath.c). mvn_fwd_tx is mvn_dev_tx_burst, after which the frames
+ * the table (layout in fastpath.c) routes to a peer are rewritten and pushed into the peer's
+ * inbound frame ring (fring.h) and the peers woken (mvn_dev_notify), or delivered straight
+ * into the peer's guest (direct.h); the other frames stay in out, in order and in the burst
+ * layout. res (3 u32): [0] frames handed to peers, [1] frames a full peer ring refused
+ * (dropped), [2] of [0], those delivered straight. Returns the frames left in out, or -errno. A
+ * table that does not parse leaves every frame. */
+int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const uint8_t *tbl,
+		   uint32_t tbl_len, uint32_t *res);
+/* Delivers up to max frames without offload metadata from the device's inbound frame ring
+ * (ring_len bytes at ring) to the guest, as mvn_dev_rx_burst would, and stops at the first
+ * frame with offloads (left for the caller). Returns the frames taken from the ring (delivered
+ * or dropped and counted), -EINVAL for a ring that does not parse, -ENOENT. */
+int32_t mvn_fwd_rx(int32_t h, uint8_t *ring, uint32_t ring_len, uint32_t max);
 
 /* TUN device of public networks (tun.c). */
 /* Opens (creating) the TUN device `name`, IFF_TUN | IFF_NO_PI, non-blocking. fd or -errno. */

@@ -435,8 +435,8 @@ static void defer_bad(struct mvn_vring *vr, uint16_t head, uint32_t *nbad)
 
 enum rx_result { RX_DELIVERED, RX_NO_BUFFER };
 
-/* virtio_net_hdr flags and gso_type values (virtio 1.x section 5.1.6). */
-#define HDR_F_NEEDS_CSUM 1u
+/* virtio_net_hdr flags and gso_type values (virtio 1.x section 5.1.6); NEEDS_CSUM is in
+ * vring.h. */
 #define HDR_F_DATA_VALID 2u
 #define HDR_GSO_NONE 0u
 #define HDR_GSO_TCPV4 1u
@@ -454,8 +454,8 @@ static bool rx_header(const uint8_t *meta, uint64_t features, uint8_t hdr[12])
 	bool csum = has(features, MVN_F_GUEST_CSUM);
 	if (!csum)
 		hdr[0] &= (uint8_t)~HDR_F_DATA_VALID;
-	if ((hdr[0] & ~(HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID)) != 0 ||
-	    ((hdr[0] & HDR_F_NEEDS_CSUM) != 0 && !csum))
+	if ((hdr[0] & ~(MVN_HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID)) != 0 ||
+	    ((hdr[0] & MVN_HDR_F_NEEDS_CSUM) != 0 && !csum))
 		return false;
 	uint8_t gso = hdr[1] & (uint8_t)~HDR_GSO_ECN;
 	if ((hdr[1] & HDR_GSO_ECN) != 0 && !has(features, MVN_F_GUEST_ECN))
@@ -479,7 +479,11 @@ static enum rx_result rx_one(struct mvn_vring *vr, const struct mvn_vring_env *e
 	bool mrg = has(env->features, MVN_F_MRG_RXBUF);
 	uint32_t hl = net_hdr_len(env->features);
 	uint64_t need = (uint64_t)hl + flen, done = 0;
-	uint16_t start_avail = vr->last_avail, start_used = vr->used_idx;
+	/* Two loads, not one: the compiler would merge them into a 32-bit load of two fields just
+	 * written by separate 16-bit stores, which the store buffer cannot forward (measured: that
+	 * one load was 8 % of the dataplane's time in the 64-byte loop benchmark). */
+	uint16_t start_avail = __atomic_load_n(&vr->last_avail, __ATOMIC_RELAXED);
+	uint16_t start_used = __atomic_load_n(&vr->used_idx, __ATOMIC_RELAXED);
 	uint32_t start_bad = *nbad;
 	uint16_t nbufs = 0;
 	uint64_t nb_addr[2] = { 0, 0 };
@@ -537,15 +541,65 @@ static enum rx_result rx_one(struct mvn_vring *vr, const struct mvn_vring_env *e
 	return RX_DELIVERED;
 }
 
+void mvn_vring_rx_start(struct mvn_vring *vr, const struct mvn_vring_env *env,
+			struct mvn_rx_batch *b)
+{
+	b->avail = vr->last_avail;
+	b->old_used = vr->used_idx;
+	b->dry = false;
+	if (vr->desc != NULL)
+		fetch_avail(vr, env, &b->avail);
+}
+
+bool mvn_vring_rx_put(struct mvn_vring *vr, const struct mvn_vring_env *env,
+		      struct mvn_rx_batch *b, const uint8_t *meta, const uint8_t *frame,
+		      uint32_t flen)
+{
+	if (flen == 0 || flen > MVN_MAX_FRAME) {
+		env->ctr[MVN_CTR_RX_DROP_BAD_FRAME]++;
+		return false;
+	}
+	uint8_t hdr[12];
+	if (!rx_header(meta, env->features, hdr)) {
+		env->ctr[MVN_CTR_RX_DROP_OFFLOAD]++;
+		return false;
+	}
+	if (vr->desc == NULL) {
+		env->ctr[MVN_CTR_RX_DROP_NOT_READY]++;
+		return false;
+	}
+	if (b->dry) {
+		env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
+		return false;
+	}
+	uint32_t nbad = 0;
+	enum rx_result r = rx_one(vr, env, &b->avail, hdr, frame, flen, &nbad);
+	for (uint32_t k = 0; k < nbad; k++)
+		put_used(vr, vr->bad[k], 0);
+	if (r == RX_NO_BUFFER) {
+		env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
+		b->dry = true;
+		return false;
+	}
+	return true;
+}
+
+void mvn_vring_rx_finish(struct mvn_vring *vr, const struct mvn_vring_env *env,
+			 const struct mvn_rx_batch *b)
+{
+	if (vr->desc == NULL)
+		return;
+	set_avail_event(vr, env);
+	if (vr->used_idx != b->old_used)
+		publish_used(vr, env, b->old_used);
+}
+
 uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env,
 			    const uint8_t *in, uint32_t len, uint32_t count)
 {
-	uint16_t avail = vr->last_avail;
-	uint16_t old_used = vr->used_idx;
-	uint32_t delivered = 0, off = 0, nbad = 0;
-	bool dry = false;
-	if (vr->desc != NULL)
-		fetch_avail(vr, env, &avail);
+	struct mvn_rx_batch b;
+	uint32_t delivered = 0, off = 0;
+	mvn_vring_rx_start(vr, env, &b);
 	for (uint32_t i = 0; i < count; i++) {
 		uint32_t flen;
 		if (len - off < 4) {
@@ -558,40 +612,10 @@ uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 			break;
 		}
 		const uint8_t *meta = in + off + 4;
-		const uint8_t *frame = meta + MVN_META_SIZE;
 		off += 4 + MVN_META_SIZE + flen;
-		if (flen == 0 || flen > MVN_MAX_FRAME) {
-			env->ctr[MVN_CTR_RX_DROP_BAD_FRAME]++;
-			continue;
-		}
-		uint8_t hdr[12];
-		if (!rx_header(meta, env->features, hdr)) {
-			env->ctr[MVN_CTR_RX_DROP_OFFLOAD]++;
-			continue;
-		}
-		if (vr->desc == NULL) {
-			env->ctr[MVN_CTR_RX_DROP_NOT_READY]++;
-			continue;
-		}
-		if (dry) {
-			env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
-			continue;
-		}
-		enum rx_result r = rx_one(vr, env, &avail, hdr, frame, flen, &nbad);
-		for (uint32_t k = 0; k < nbad; k++)
-			put_used(vr, vr->bad[k], 0);
-		nbad = 0;
-		if (r == RX_DELIVERED)
+		if (mvn_vring_rx_put(vr, env, &b, meta, meta + MVN_META_SIZE, flen))
 			delivered++;
-		if (r == RX_NO_BUFFER) {
-			env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
-			dry = true;
-		}
 	}
-	if (vr->desc != NULL) {
-		set_avail_event(vr, env);
-		if (vr->used_idx != old_used)
-			publish_used(vr, env, old_used);
-	}
+	mvn_vring_rx_finish(vr, env, &b);
 	return delivered;
 }

@@ -18,6 +18,8 @@
  * num_buffers (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset; virtio 1.x
  * section 5.1.6), little-endian as on the ring. */
 #define MVN_META_SIZE 10u
+/* The virtio-net header's flag that a checksum is partial (virtio 1.x section 5.1.6). */
+#define MVN_HDR_F_NEEDS_CSUM 1u
 
 /* Virtio feature bits the ring code looks at. */
 #define MVN_F_GUEST_CSUM 1
@@ -109,5 +111,21 @@ uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
  * counted. Returns the frames delivered. */
 uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env,
 			    const uint8_t *in, uint32_t len, uint32_t count);
+
+/* A receive burst in steps, for callers whose frames are not in the burst layout (the inbound
+ * frame ring, device.c): start, put each frame, finish (publishes and signals the guest once). */
+struct mvn_rx_batch {
+	uint16_t avail, old_used;
+	bool dry; /* the guest ran out of buffers: the rest of the burst is dropped */
+};
+void mvn_vring_rx_start(struct mvn_vring *vr, const struct mvn_vring_env *env,
+			struct mvn_rx_batch *b);
+/* Delivers one frame with its MVN_META_SIZE bytes of metadata; false when it was dropped (and
+ * counted, as mvn_vring_rx_burst does). */
+bool mvn_vring_rx_put(struct mvn_vring *vr, const struct mvn_vring_env *env,
+		      struct mvn_rx_batch *b, const uint8_t *meta, const uint8_t *frame,
+		      uint32_t flen);
+void mvn_vring_rx_finish(struct mvn_vring *vr, const struct mvn_vring_env *env,
+			 const struct mvn_rx_batch *b);
 
 #endif

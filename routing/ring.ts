@@ -41,6 +41,8 @@ export const DEFAULT_MIN_RING_BYTES = 1 << 20;
 export class FrameRing {
   readonly slots: number;
   readonly slotBytes: number;
+  /** The shared buffer (the shim's fast path reads and writes the same ring, ffi/fring.c). */
+  readonly buffer: SharedArrayBuffer;
   #ctl: Int32Array;
   #data: Uint8Array;
   readonly #meta = new Uint8Array(RING_META_SIZE);
@@ -78,6 +80,7 @@ export class FrameRing {
 
   /** Opens a ring made by {@link FrameRing.allocate}. */
   constructor(sab: SharedArrayBuffer) {
+    this.buffer = sab;
     const meta = new Int32Array(sab, sab.byteLength - META_WORDS * 4, META_WORDS);
     this.slots = meta[0];
     this.slotBytes = meta[1];

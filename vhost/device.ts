@@ -152,6 +152,18 @@ export class VhostNetDevice {
     return check(native().mvn_dev_poll(this.handle, timeoutMs), "mvn_dev_poll");
   }
 
+  /**
+   * {@link poll} for an owner that drains its inbound ring (`routing/ring.ts`, the whole
+   * SharedArrayBuffer as bytes) after every return: INBOUND at once while a frame is ready, and
+   * until the next call peers' notifications cost no system call.
+   */
+  pollWithRing(timeoutMs: number, ring: Uint8Array): number {
+    return check(
+      native().mvn_dev_poll_ring(this.handle, timeoutMs, ring, ring.length),
+      "mvn_dev_poll_ring",
+    );
+  }
+
   /** Accepts a frontend and handles its pending messages; returns what changed. */
   service(): DeviceTransition[] {
     const out: DeviceTransition[] = [];
@@ -204,6 +216,48 @@ export class VhostNetDevice {
     );
     batch.index(count);
     return count;
+  }
+
+  /**
+   * Lets peers' fast paths deliver plain frames straight into this guest (`ffi/direct.h`)
+   * instead of through the inbound ring; off while something must see every received frame.
+   */
+  setDirectReceive(on: boolean): void {
+    check(native().mvn_dev_set(this.handle, DevField.DIRECT_RX, on ? 1n : 0n), "mvn_dev_set");
+  }
+
+  /**
+   * {@link receiveBurst} with the forwarding fast path (`ffi/fastpath.c`): the frames `table`
+   * (a `routing/fast_table.ts` encoding) routes to a peer go straight into the peer's ring and
+   * only the others land in `batch`. `res` (3 entries) gets [frames handed to peers, frames a
+   * full peer ring refused, frames of the first delivered straight into a peer's guest].
+   * Returns the frames left in `batch`.
+   */
+  receiveForwarding(batch: FrameBatch, table: Uint8Array, res: Uint32Array): number {
+    const count = check(
+      native().mvn_fwd_tx(
+        this.handle,
+        batch.bytes,
+        batch.bytes.length,
+        batch.capacity,
+        table,
+        table.length,
+        res,
+      ),
+      "mvn_fwd_tx",
+    );
+    batch.index(count);
+    return count;
+  }
+
+  /**
+   * Delivers up to `max` frames without offload metadata from this device's inbound ring
+   * (`routing/ring.ts`, the whole SharedArrayBuffer as bytes) to the guest, stopping at the first
+   * frame that carries offloads (the caller adapts those, `vhost/receive.ts`).
+   * Returns the frames taken from the ring, delivered or dropped and counted.
+   */
+  deliverFromRing(ring: Uint8Array, max: number): number {
+    return check(native().mvn_fwd_rx(this.handle, ring, ring.length, max), "mvn_fwd_rx");
   }
 
   /** Delivers frames to the guest, a batch's with their metadata (an array's without offload);

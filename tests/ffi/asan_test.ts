@@ -1,11 +1,13 @@
-/** Runs the vhost tests again in a subprocess on the ASan+UBSan build of the shim, so a
+/** Runs the vhost tests and the fast path's again in a subprocess on the ASan+UBSan build of the shim, so a
  * memory error the normal build hides still fails the suite. */
 import { assertEquals } from "../assert.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
-const ASAN_FILES = ["adopt", "control", "hostile", "offload", "traffic"].map((f) =>
-  `tests/vhost/${f}_test.ts`
-);
+const ASAN_FILES = [
+  ...["adopt", "control", "hostile", "offload", "traffic"].map((f) => `tests/vhost/${f}_test.ts`),
+  // The forwarding fast path parses guest frames and writes other vNICs' rings.
+  "tests/ffi/fastpath_test.ts",
+];
 
 Deno.test({
   name: "vhost tests pass on the ASan+UBSan shim",

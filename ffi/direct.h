@@ -1,0 +1,32 @@
+/* Direct delivery: a peer's thread writes frames straight into a device's guest receive ring,
+ * under the device's receive lock (device.c), instead of through its inbound frame ring and its
+ * owner's loop. The fast path (fastpath.c) uses it for plain frames when the device allows it
+ * (MVN_DEV_DIRECT_RX: its owner applies no filter on receive) and its inbound ring is empty, so
+ * that frames of one sender keep their order. */
+#ifndef MVN_DIRECT_H
+#define MVN_DIRECT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vring.h"
+
+struct mvn_dev;
+
+struct mvn_direct {
+	struct mvn_dev *dev; /* NULL: not begun */
+	struct mvn_vring_env env;
+	struct mvn_rx_batch batch;
+};
+
+/* Takes device h's receive lock without waiting; false (nothing held) when the device is gone,
+ * busy, does not allow direct delivery, or its receive ring is not ready. */
+bool mvn_direct_begin(struct mvn_direct *x, int32_t h);
+/* Delivers one frame (MVN_META_SIZE bytes of metadata before it) as mvn_dev_rx_burst would:
+ * a frame without a guest buffer is dropped and counted on the device. */
+void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
+		    uint32_t len);
+/* Publishes what was delivered, signals the guest, releases the lock. */
+void mvn_direct_end(struct mvn_direct *x);
+
+#endif

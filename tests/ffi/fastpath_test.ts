@@ -1,0 +1,495 @@
+/**
+ * The shim's forwarding fast path (ffi/fastpath.c, ffi/fring.c) against real devices with
+ * in-thread frontends: what it takes from a guest is exactly what the TypeScript services and
+ * router would deliver to that peer, byte for byte, and everything else is left in order and
+ * untouched; the C and TypeScript ends of a frame ring interoperate; the inbound ring reaches the
+ * guest and stops at frames with offloads.
+ */
+import { assert, assertEquals } from "../assert.ts";
+import { FrameBatch, VhostNetDevice } from "../../vhost/device.ts";
+import { PollEvents } from "../../ffi/binding.ts";
+import { TXQ } from "../harness/frontend.ts";
+import { ALL_FEATURES, ALL_PROTOCOL_FEATURES, rig, running, TEST_MAC } from "../harness/setup.ts";
+import { FrameRing } from "../../routing/ring.ts";
+import { FastTable } from "../../routing/fast_table.ts";
+import { forward, type ForwardContext, type NicRoute, RateLimiter } from "../../routing/forward.ts";
+import { RouteTable } from "../../routing/table.ts";
+import { prepareFromGuest } from "../../routing/offload.ts";
+import { DropCounters, handleGuestFrame, type VnicContext } from "../../services/mod.ts";
+import { GATEWAY_IPV4, GATEWAY_IPV6, GATEWAY_MAC } from "../../services/context.ts";
+import { ipv4Frame, ipv4UdpFrame, ipv6Frame } from "../../services/frames.ts";
+import { type Cidr, parseCidr, parseIpv4, parseIpv6, parseMac } from "../../wire/addr.ts";
+import { WireError } from "../../wire/error.ts";
+
+const mac = (s: string) => parseMac(s) as Uint8Array;
+const ip4 = (s: string) => parseIpv4(s) as Uint8Array;
+const ip6 = (s: string) => parseIpv6(s) as Uint8Array;
+const OWN_MAC = mac(TEST_MAC);
+const PEER_MAC = mac("02:bb:00:00:00:02");
+const OWN4 = ip4("10.0.0.2");
+const PEER4 = ip4("10.0.0.3");
+const OWN6 = ip6("fd00::2");
+const PEER6 = ip6("fd00::3");
+const MTU = 1500;
+const IP_PROTO_UDP = 17;
+const IP_PROTO_TCP = 6;
+const IP_PROTO_ICMPV6 = 58;
+const ICMPV6_NEIGHBOR_SOLICIT = 135;
+const NEEDS_CSUM = 1;
+const DATA_VALID = 2;
+const GSO_TCPV4 = 1;
+
+function frameOf(v: Uint8Array | WireError): Uint8Array {
+  if (v instanceof WireError) throw new Error(`test frame: ${v}`);
+  return v;
+}
+
+function ptrOf(sab: SharedArrayBuffer): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(sab))));
+}
+
+/** A small ring, so that bursts wrap it and make skip records. */
+function smallRing(slots = 16): SharedArrayBuffer {
+  return FrameRing.allocate(slots, MTU + 14, 0);
+}
+
+function tableFor(peerHandle: number, ring: SharedArrayBuffer): FastTable {
+  const t = new FastTable();
+  const peer = {
+    mac: PEER_MAC,
+    handle: peerHandle,
+    ringAddr: ptrOf(ring),
+    ringLen: ring.byteLength,
+  };
+  t.update(
+    { mac: OWN_MAC, gatewayMac: GATEWAY_MAC, ipv4: OWN4, ipv6: OWN6, mtu: MTU },
+    [{ ...peer, addr: PEER4 }, { ...peer, addr: PEER6 }],
+  );
+  return t;
+}
+
+/** The TypeScript path's decision for one frame, as actors/vnic.ts takes it (no security
+ * groups): the peer's id and the rewritten frame when it is delivered to a peer. */
+function slowPath(frame: Uint8Array, meta: Uint8Array): Uint8Array | null {
+  const f = frame.slice();
+  const m = meta.slice();
+  const services: VnicContext = {
+    mac: OWN_MAC,
+    ipv4: OWN4,
+    ipv6: OWN6,
+    ipv4Subnet: parseCidr("10.0.0.0/24", 4) as Cidr,
+    ipv6Prefix: parseCidr("fd00::/64", 6) as Cidr,
+    dnsServers4: [],
+    dnsServers6: [],
+    ntpServers4: [],
+    ntpServers6: [],
+    isPublic: false,
+    mtu: MTU,
+    dhcpv4LeaseSecs: 3600,
+    dhcpv6PreferredSecs: 3600,
+    dhcpv6ValidSecs: 7200,
+    peerIpv6: new Set(["fd00::3"]),
+    gatewayMac: GATEWAY_MAC,
+  };
+  if (prepareFromGuest(m, f)) return null;
+  if (handleGuestFrame(services, f, new DropCounters()).kind !== "route") return null;
+  const routes = new RouteTable<NicRoute>();
+  const peer = { id: "peer", mac: PEER_MAC };
+  routes.insert({ addr: OWN4, prefixLen: 32 }, { id: "self", mac: OWN_MAC });
+  routes.insert({ addr: PEER4, prefixLen: 32 }, peer);
+  routes.insert({ addr: OWN6, prefixLen: 128 }, { id: "self", mac: OWN_MAC });
+  routes.insert({ addr: PEER6, prefixLen: 128 }, peer);
+  const ctx: ForwardContext = {
+    nic: { id: "self", mac: OWN_MAC, ipv4: OWN4, ipv6: OWN6, routed: [] },
+    gatewayMac: GATEWAY_MAC,
+    isPublic: false,
+    mtu: MTU,
+    routes,
+    icmpErrors: new RateLimiter(0, 0),
+    nowMs: 0,
+  };
+  const v = forward(ctx, f, m);
+  return v.kind === "deliver" && v.to.id === "peer" ? f : null;
+}
+
+/** A deterministic generator (xorshift32), so that a failure replays. */
+function prng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x100000000;
+  };
+}
+
+function base4(rand: () => number): Uint8Array {
+  const size = 8 + Math.floor(rand() * 1400);
+  return frameOf(ipv4UdpFrame(OWN_MAC, GATEWAY_MAC, OWN4, PEER4, 5000, 6000, new Uint8Array(size)));
+}
+
+function base6(rand: () => number): Uint8Array {
+  const size = 8 + Math.floor(rand() * 1400);
+  return frameOf(
+    ipv6Frame(OWN_MAC, GATEWAY_MAC, OWN6, PEER6, IP_PROTO_TCP, 64, new Uint8Array(size)),
+  );
+}
+
+/** Recomputes an IPv4 header checksum after a mutation that should not be caught by it. */
+function fixChecksum(f: Uint8Array): void {
+  const ihl = (f[14] & 0x0f) * 4;
+  f[24] = f[25] = 0;
+  let sum = 0;
+  for (let i = 0; i < ihl; i += 2) sum += (f[14 + i] << 8) | (f[15 + i] ?? 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  const c = ~sum & 0xffff;
+  f[24] = c >> 8;
+  f[25] = c & 0xff;
+}
+
+/** One frame: a valid one to the peer, or one with a single thing changed that may or may not
+ * keep it deliverable. Returns the frame, its metadata, and whether it is unchanged. */
+function sample(rand: () => number): { frame: Uint8Array; meta: Uint8Array; base: boolean } {
+  const v6 = rand() < 0.5;
+  let f = v6 ? base6(rand) : base4(rand);
+  const meta = new Uint8Array(10);
+  const kind = Math.floor(rand() * 24);
+  const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)];
+  switch (kind) {
+    case 0:
+      f[v6 ? 21 : 22] = pick([0, 1, 2, 255]); // TTL / hop limit
+      if (!v6) fixChecksum(f);
+      break;
+    case 1:
+      if (!v6) f[24] ^= 1 + Math.floor(rand() * 255); // bad header checksum
+      else f[14] = 0x50 | (f[14] & 0x0f); // version 5
+      break;
+    case 2:
+      f[6 + Math.floor(rand() * 6)] ^= 0x10; // source MAC not the vNIC's
+      break;
+    case 3: // source address not the vNIC's (or link-local)
+      if (v6) f.set(pick([ip6("fd00::9"), ip6("fe80::2"), PEER6]), 22);
+      else {
+        f.set(pick([ip4("10.0.0.9"), PEER4, ip4("0.0.0.0")]), 26);
+        fixChecksum(f);
+      }
+      break;
+    case 4: // destination: gateway, broadcast, multicast, own, unknown
+      if (v6) {
+        f.set(pick([GATEWAY_IPV6, ip6("ff02::1"), ip6("fe80::3"), OWN6, ip6("fd00::77")]), 38);
+      } else {
+        f.set(
+          pick([GATEWAY_IPV4, ip4("255.255.255.255"), ip4("224.0.0.1"), OWN4, ip4("10.0.0.77")]),
+          30,
+        );
+        fixChecksum(f);
+      }
+      break;
+    case 5: // length fields against the frame
+      if (v6) {
+        const pl = (f[18] << 8) | f[19];
+        const n = pick([pl + 1, pl - 1, 0, 0xffff]);
+        f[18] = (n >> 8) & 0xff;
+        f[19] = n & 0xff;
+      } else {
+        const tl = (f[16] << 8) | f[17];
+        const n = pick([tl + 1, tl - 1, 19, 0, 0xffff]);
+        f[16] = (n >> 8) & 0xff;
+        f[17] = n & 0xff;
+        fixChecksum(f);
+      }
+      break;
+    case 6:
+      f = f.subarray(0, Math.floor(rand() * f.length)); // truncated
+      break;
+    case 7: {
+      const padded = new Uint8Array(f.length + 1 + Math.floor(rand() * 40)); // Ethernet padding
+      padded.set(f);
+      f = padded;
+      break;
+    }
+    case 8:
+      meta[0] = pick([NEEDS_CSUM, DATA_VALID, 4, 0x80]);
+      if (meta[0] === NEEDS_CSUM) {
+        meta[6] = 34; // csum_start, csum_offset: UDP's checksum
+        meta[8] = 6;
+      }
+      break;
+    case 9:
+      meta[1] = pick([GSO_TCPV4, 0x80, 3]);
+      meta[4] = 0xdc; // gso_size 1500
+      meta[5] = 0x05;
+      break;
+    case 10: // ethertype: ARP, VLAN, an 802.3 length
+      f[12] = pick([0x08, 0x81, 0x05]);
+      f[13] = pick([0x06, 0x00, 0xdc]);
+      break;
+    case 11:
+      if (v6) {
+        // An ICMPv6 neighbor solicitation to the peer: the gateway answers it.
+        f[20] = IP_PROTO_ICMPV6;
+        f[54] = pick([ICMPV6_NEIGHBOR_SOLICIT, 128, 1]);
+      } else {
+        f[23] = pick([1, 6, 17, 47]); // protocol
+        fixChecksum(f);
+      }
+      break;
+    case 12:
+      if (!v6) {
+        f[14] = pick([0x46, 0x44, 0x4f]); // header length: options, too short
+        fixChecksum(f);
+      } else f[21] = 1;
+      break;
+    case 13:
+      if (!v6) {
+        f[20] |= pick([0x80, 0x40, 0x20]); // reserved flag, DF, MF
+        fixChecksum(f);
+      }
+      break;
+    case 14: { // over the MTU
+      const big = frameOf(
+        v6
+          ? ipv6Frame(OWN_MAC, GATEWAY_MAC, OWN6, PEER6, IP_PROTO_UDP, 64, new Uint8Array(MTU))
+          : ipv4Frame(OWN_MAC, GATEWAY_MAC, OWN4, PEER4, IP_PROTO_UDP, new Uint8Array(MTU - 20)),
+      );
+      f = pick([big, big.subarray(0, 14 + MTU), big.subarray(0, 15 + MTU)]);
+      break;
+    }
+    default:
+      return { frame: f, meta, base: true };
+  }
+  return { frame: f, meta, base: false };
+}
+
+Deno.test("fast path: takes exactly what the router would deliver, leaves the rest in order", () => {
+  const a = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    const sab = smallRing(64);
+    const ring = new FrameRing(sab);
+    const table = tableFor(b.r.dev.handle, sab);
+    const batch = new FrameBatch(64);
+    const res = new Uint32Array(3);
+    const rand = prng(0x5eed);
+    let taken = 0, baseSeen = 0, left = 0;
+    const BURSTS = 40, PER_BURST = 24;
+    for (let burst = 0; burst < BURSTS; burst++) {
+      const sent = Array.from({ length: PER_BURST }, () => sample(rand));
+      for (const s of sent) {
+        // The header the guest writes: the metadata's 10 bytes, num_buffers 0.
+        a.fe.sendFrame(s.frame, { header: s.meta });
+      }
+      const n = a.r.dev.receiveForwarding(batch, table.bytes, res);
+      assertEquals(a.fe.rings[TXQ].takeUsed().length, sent.length, "TX chains returned");
+      const pushed: Uint8Array[] = [];
+      ring.drain(1000, (f, m) => {
+        assertEquals([...m], new Array(10).fill(0), "plain frames keep empty metadata");
+        pushed.push(f.slice());
+      });
+      assertEquals(res[0], pushed.length, "res[0] counts the frames pushed");
+      assertEquals(res[1], 0, "no ring was full");
+      assertEquals(n + pushed.length, sent.length, "every frame is either taken or left");
+      let li = 0, pi = 0;
+      sent.forEach((s, i) => {
+        const expect = slowPath(s.frame, s.meta);
+        const leftHere = li < n && equalBytes(batch.frame(li), s.frame) &&
+          equalBytes(batch.meta(li), s.meta);
+        if (leftHere && !(s.base && expect)) {
+          li++;
+          return;
+        }
+        assert(
+          expect !== null,
+          `burst ${burst} frame ${i}: fast path took what the router refuses`,
+        );
+        assert(pi < pushed.length, `burst ${burst} frame ${i}: deliverable frame was not taken`);
+        assertEquals(pushed[pi++], expect, `burst ${burst} frame ${i}: bytes as the router writes`);
+        taken++;
+        if (s.base) baseSeen++;
+      });
+      assertEquals([li, pi], [n, pushed.length], `burst ${burst}: all frames accounted for`);
+      left += n;
+    }
+    assert(baseSeen > 100 && left > 300, `enough of both kinds (${baseSeen} base, ${left} left)`);
+    assert(taken >= baseSeen, "every valid frame to the peer went the fast way");
+    assertEquals(a.r.dev.counters().tx_packets, BURSTS * PER_BURST);
+  } finally {
+    a.r.close();
+    b.r.close();
+  }
+});
+
+function equalBytes(x: Uint8Array, y: Uint8Array): boolean {
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
+Deno.test("fast path: a full peer ring refuses frames and counts them; the table's absence leaves all", () => {
+  const a = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    const sab = smallRing(4);
+    const ring = new FrameRing(sab);
+    const table = tableFor(9999, sab); // a peer handle that names no device: no wake-up
+    const batch = new FrameBatch(64);
+    const res = new Uint32Array(3);
+    const frame = base4(prng(1));
+    for (let i = 0; i < 10; i++) a.fe.sendFrame(frame);
+    assertEquals(a.r.dev.receiveForwarding(batch, table.bytes, res), 0);
+    assertEquals([res[0], res[1]], [4, 6], "4 slots taken, 6 refused");
+    let drained = 0;
+    ring.drain(100, () => drained++);
+    assertEquals(drained, 4);
+    // An empty table and one of an unknown version leave every frame.
+    const bad = table.bytes.slice();
+    bad[0] = 99;
+    for (const t of [new FastTable().bytes, bad]) {
+      for (let i = 0; i < 3; i++) a.fe.sendFrame(frame);
+      assertEquals(a.r.dev.receiveForwarding(batch, t, res), 3);
+      assertEquals(batch.frame(2), frame);
+      assertEquals(res[0] + res[1], 0);
+    }
+  } finally {
+    a.r.close();
+  }
+});
+
+Deno.test("fast path: the inbound ring reaches the guest, and stops at a frame with offloads", () => {
+  const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    const sab = smallRing(8);
+    const ring = new FrameRing(sab);
+    const bytes = new Uint8Array(sab);
+    const rand = prng(7);
+    const csum = new Uint8Array(10);
+    csum[0] = NEEDS_CSUM;
+    let delivered = 0;
+    // Several rounds of mixed sizes wrap the ring (skip records) from the TypeScript producer.
+    for (let round = 0; round < 12; round++) {
+      const plain = Array.from({ length: 3 }, () => base4(rand));
+      b.fe.postRx(plain.length, 2048);
+      for (const f of plain) assert(ring.push(f), `round ${round}: push`);
+      assert(ring.push(base4(rand), csum), "offloaded frame pushed");
+      assertEquals(b.r.dev.deliverFromRing(bytes, 64), 3, `round ${round}: the plain frames`);
+      assertEquals(b.fe.readRx().map((g) => g.frame), plain, `round ${round}: delivered as sent`);
+      let seen = 0;
+      ring.drain(64, (_f, m) => {
+        assertEquals(m[0], NEEDS_CSUM, "the offloaded frame is left at the head");
+        seen++;
+      });
+      assertEquals(seen, 1);
+      delivered += plain.length;
+    }
+    assertEquals(b.r.dev.counters().rx_packets, delivered);
+    // No receive buffers left: taken from the ring, dropped and counted as a burst would.
+    const before = b.r.dev.counters().rx_drop_no_buffer;
+    for (let i = 0; i < 6; i++) assert(ring.push(base4(rand)), "push");
+    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 6);
+    assert(!ring.ready(), "ring emptied");
+    assertEquals(b.r.dev.counters().rx_drop_no_buffer - before, 6);
+  } finally {
+    b.r.close();
+  }
+});
+
+Deno.test("fast path: a buffer that is not a frame ring is refused", () => {
+  const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    let err = "";
+    try {
+      b.r.dev.deliverFromRing(new Uint8Array(new SharedArrayBuffer(4096)), 64);
+    } catch (e) {
+      err = String(e);
+    }
+    assert(err.includes("mvn_fwd_rx"), `refused: ${err}`);
+  } finally {
+    b.r.close();
+  }
+});
+
+Deno.test("poll with the inbound ring: a frame is reported at once, a running owner is not signalled", () => {
+  const r = rig();
+  try {
+    const sab = smallRing();
+    const ring = new FrameRing(sab);
+    const bytes = new Uint8Array(sab);
+    const h = r.dev.handle;
+    assertEquals(r.dev.pollWithRing(20, bytes), 0, "nothing to report");
+    // The owner is running now (until its next poll): a notification writes no event...
+    VhostNetDevice.notify(h);
+    assertEquals(r.dev.pollWithRing(20, bytes), 0, "no event was left behind");
+    // ...and a frame in the ring is found by the poll itself, without waiting.
+    assert(ring.push(base4(prng(3))), "push");
+    const t0 = performance.now();
+    assertEquals(r.dev.pollWithRing(5_000, bytes), PollEvents.INBOUND);
+    assert(performance.now() - t0 < 2_000, "returned without waiting for the timeout");
+    ring.drain(64, () => {});
+    // An owner that polls without its ring gets every notification (once its first such poll
+    // has ended the running state of the last ring poll).
+    assertEquals(r.dev.poll(0), 0);
+    VhostNetDevice.notify(h);
+    assertEquals(r.dev.poll(1_000), PollEvents.INBOUND);
+  } finally {
+    r.close();
+  }
+});
+
+Deno.test("fast path: straight into the peer's guest when it allows it and its ring is empty", () => {
+  const a = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    const sab = smallRing(64);
+    const ring = new FrameRing(sab);
+    const table = tableFor(b.r.dev.handle, sab);
+    const batch = new FrameBatch(64);
+    const res = new Uint32Array(3);
+    const rand = prng(11);
+    const send = (n: number) => {
+      const frames = Array.from({ length: n }, () => base4(rand));
+      for (const f of frames) a.fe.sendFrame(f);
+      assertEquals(a.r.dev.receiveForwarding(batch, table.bytes, res), 0);
+      a.fe.rings[TXQ].takeUsed();
+      // What the peer's guest gets: the frame as the router rewrites it.
+      return frames.map((f) => slowPath(f, new Uint8Array(10)));
+    };
+    const ringFrames = () => {
+      const got: Uint8Array[] = [];
+      ring.drain(1000, (f) => got.push(f.slice()));
+      return got;
+    };
+    b.fe.postRx(32, 2048);
+    // Not allowed (the default): through the ring.
+    let expect = send(3);
+    assertEquals([res[0], res[2]], [3, 0]);
+    assertEquals(ringFrames(), expect);
+    // Allowed: into the guest, rewritten as the router does, the peer counting them.
+    b.r.dev.setDirectReceive(true);
+    expect = send(5);
+    assertEquals([res[0], res[2]], [5, 5]);
+    assertEquals(b.fe.readRx().map((g) => g.frame), expect);
+    assert(!ring.ready(), "nothing went through the ring");
+    assertEquals(b.r.dev.counters().rx_packets, 5);
+    // A frame waiting in the ring keeps the rest of the burst behind it, in the ring.
+    assert(ring.push(base4(rand)), "push");
+    expect = send(2);
+    assertEquals([res[0], res[2]], [2, 0]);
+    assertEquals(ringFrames().slice(1), expect);
+    // No receive buffers: delivered frames are dropped and counted by the peer.
+    const drops = b.r.dev.counters().rx_drop_no_buffer;
+    b.fe.readRx();
+    send(40);
+    assertEquals([res[0], res[2]], [40, 40]);
+    assertEquals(b.fe.readRx().length, 32 - 5, "the buffers left");
+    assertEquals(b.r.dev.counters().rx_drop_no_buffer - drops, 40 - 27);
+    // A peer whose receive ring stopped: back to its ring.
+    b.fe.stopRing(0);
+    send(2);
+    assertEquals([res[0], res[2]], [2, 0]);
+    assertEquals(ringFrames().length, 2);
+  } finally {
+    a.r.close();
+    b.r.close();
+  }
+});
