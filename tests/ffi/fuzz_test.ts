@@ -30,20 +30,21 @@ function stat(log: string, name: string): number {
   return m ? Number(m[1]) : NaN;
 }
 
-Deno.test("fuzz: descriptor walker and address translation survive 20 s of libFuzzer", async () => {
+/** Runs a C libFuzzer target for `seconds` over its seed corpus; any finding fails. */
+async function runNative(target: string, seconds: number): Promise<void> {
   await build("fuzz/build.sh");
   const corpus = Deno.makeTempDirSync({ prefix: "mvnet-fuzz-" });
   const artifacts = `${corpus}/artifacts/`;
   Deno.mkdirSync(artifacts);
   try {
-    const run = await new Deno.Command(`${root}build/fuzz_vring`, {
+    const run = await new Deno.Command(`${root}build/fuzz_${target}`, {
       args: [
-        "-max_total_time=20",
+        `-max_total_time=${seconds}`,
         "-timeout=5",
         "-rss_limit_mb=1024",
         `-artifact_prefix=${artifacts}`,
         corpus,
-        `${root}fuzz/corpus/vring`,
+        `${root}fuzz/corpus/${target}`,
       ],
       stdout: "piped",
       stderr: "piped",
@@ -56,6 +57,14 @@ Deno.test("fuzz: descriptor walker and address translation survive 20 s of libFu
   } finally {
     Deno.removeSync(corpus, { recursive: true });
   }
+}
+
+Deno.test("fuzz: descriptor walker and address translation survive 20 s of libFuzzer", async () => {
+  await runNative("vring", 20);
+});
+
+Deno.test("fuzz: the forwarding fast path and its frame ring survive 10 s of libFuzzer", async () => {
+  await runNative("fastpath", 10);
 });
 
 interface JsRun {
