@@ -370,6 +370,16 @@ int32_t mvn_dev_poll_ring(int32_t h, int32_t timeout_ms, uint8_t *ring, uint32_t
 			timeout_ms = 0;
 		}
 	}
+	struct mvn_vring *tq = &d->vq[TXQ];
+	if (timeout_ms != 0 && tq->kicks_off) {
+		/* About to sleep: the guest must kick again, and what it added before it could
+		 * know is seen here. */
+		mvn_vring_set_kicks(tq, d->field[MVN_DEV_FEATURES], true);
+		if (mvn_vring_pending(tq)) {
+			mask |= MVN_EV_TX;
+			timeout_ms = 0;
+		}
+	}
 	struct epoll_event ev[8];
 	int n = epoll_wait(d->epoll_fd, ev, 8, timeout_ms);
 	if (with_ring)
@@ -398,8 +408,13 @@ int32_t mvn_dev_poll_ring(int32_t h, int32_t timeout_ms, uint8_t *ring, uint32_t
 			mask |= tag - TAG_KICK0 == TXQ ? MVN_EV_TX : MVN_EV_RX;
 		}
 	}
-	if (with_ring && (mask & (int32_t)(MVN_EV_TX | MVN_EV_INBOUND)) != 0)
+	if (with_ring && (mask & (int32_t)(MVN_EV_TX | MVN_EV_INBOUND)) != 0) {
 		d->last_work_ns = now_ns();
+		/* Frames flow: the loop polls the ring until it sleeps again, kicks would only cost
+		 * the guest a system call per burst. */
+		if (!tq->kicks_off && mvn_vring_ready(tq, protocol_features(d)))
+			mvn_vring_set_kicks(tq, d->field[MVN_DEV_FEATURES], false);
+	}
 	return mask;
 }
 

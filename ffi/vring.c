@@ -311,15 +311,39 @@ static void publish_used(struct mvn_vring *vr, const struct mvn_vring_env *env, 
 		env->ctr[MVN_CTR_CALLS]++;
 }
 
-/* With EVENT_IDX, asks the guest to kick for the first buffer after what we consumed. */
-static void set_avail_event(struct mvn_vring *vr, const struct mvn_vring_env *env)
+/* How far ahead of what we consumed avail_event points while kicks are off: half the index
+ * space, which no guest crosses between two of our polls. */
+#define KICKS_OFF_DISTANCE 0x8000u
+#define USED_F_NO_NOTIFY 1u
+
+static void store_avail_event(struct mvn_vring *vr)
 {
+	uint16_t ev = (uint16_t)(vr->last_avail + (vr->kicks_off ? KICKS_OFF_DISTANCE : 0));
 	/* Sequentially consistent (a full barrier on x86): the next read of avail->idx must not
 	 * pass this store, or a guest adding a buffer meanwhile reads the old avail_event, does
 	 * not kick, and the ring sits idle until a timeout. */
+	__atomic_store_n((uint16_t *)(void *)(vr->used + 4 + 8 * (size_t)vr->num), ev,
+			 __ATOMIC_SEQ_CST);
+}
+
+/* With EVENT_IDX, asks the guest to kick for the first buffer after what we consumed. */
+static void set_avail_event(struct mvn_vring *vr, const struct mvn_vring_env *env)
+{
 	if (has(env->features, MVN_F_EVENT_IDX))
-		__atomic_store_n((uint16_t *)(void *)(vr->used + 4 + 8 * (size_t)vr->num),
-				 vr->last_avail, __ATOMIC_SEQ_CST);
+		store_avail_event(vr);
+}
+
+void mvn_vring_set_kicks(struct mvn_vring *vr, uint64_t features, bool on)
+{
+	if (vr->used == NULL)
+		return;
+	vr->kicks_off = !on;
+	uint16_t *flags = (uint16_t *)(void *)vr->used;
+	uint16_t f = __atomic_load_n(flags, __ATOMIC_RELAXED);
+	f = on ? (uint16_t)(f & ~USED_F_NO_NOTIFY) : (uint16_t)(f | USED_F_NO_NOTIFY);
+	__atomic_store_n(flags, f, __ATOMIC_SEQ_CST);
+	if (has(features, MVN_F_EVENT_IDX))
+		store_avail_event(vr);
 }
 
 /* Reads avail->idx; a jump by more than num means a broken ring (counted once per episode),

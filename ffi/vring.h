@@ -75,6 +75,7 @@ struct mvn_vring {
 	uint16_t used_idx; /* our copy of used->idx, published with release semantics */
 	bool broken;       /* avail->idx jumped by more than num; counted once per episode */
 	bool started;      /* kick received, not stopped by GET_VRING_BASE */
+	bool kicks_off;    /* the guest was asked not to kick: the owner polls (mvn_vring_set_kicks) */
 	bool enabled;      /* SET_VRING_ENABLE (only meaningful with protocol features) */
 	int kick_fd, call_fd, err_fd;
 	struct mvn_seg *segs; /* scratch of num entries for one chain */
@@ -95,6 +96,11 @@ int mvn_vring_set_num(struct mvn_vring *vr, uint32_t num);
 bool mvn_vring_resolve(struct mvn_vring *vr, const struct mvn_mem *mem);
 /* Frees the scratch and forgets everything but the fds, which the caller owns. */
 void mvn_vring_forget(struct mvn_vring *vr);
+/* Asks the guest not to kick for new buffers (on = false: the owner polls the ring) or to kick
+ * again: VRING_USED_F_NO_NOTIFY, and with EVENT_IDX an avail_event far ahead. Turning kicks on
+ * is ordered before the caller's next mvn_vring_pending, so a buffer added meanwhile is either
+ * seen there or kicked. */
+void mvn_vring_set_kicks(struct mvn_vring *vr, uint64_t features, bool on);
 /* Ready to move packets: configured, resolved, started and enabled. */
 bool mvn_vring_ready(const struct mvn_vring *vr, bool protocol_features);
 /* The guest made buffers available that we have not consumed yet. */

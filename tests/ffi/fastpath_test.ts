@@ -493,3 +493,29 @@ Deno.test("fast path: straight into the peer's guest when it allows it and its r
     b.r.close();
   }
 });
+
+Deno.test("poll with the inbound ring: a guest sending frames is asked not to kick until the loop sleeps", () => {
+  const { r, fe } = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    const sab = smallRing();
+    const bytes = new Uint8Array(sab);
+    const txq = fe.rings[TXQ];
+    const noNotify = () => (fe.mem.u16(txq.used) & 1) === 1;
+    const batch = new FrameBatch(64);
+    fe.sendFrame(base4(prng(5)));
+    assertEquals(r.dev.pollWithRing(1_000, bytes) & PollEvents.TX, PollEvents.TX);
+    assert(noNotify(), "frames flow: VRING_USED_F_NO_NOTIFY set");
+    assertEquals(r.dev.receiveBurst(batch), 1);
+    assertEquals((txq.availEvent() - txq.availIdx) & 0xffff, 0x8000, "avail_event far ahead");
+    // A frame added without a kick is found by the next poll itself.
+    txq.addChain([{ addr: fe.allocGuest(80), len: 80, write: false }]);
+    assertEquals(r.dev.pollWithRing(1_000, bytes) & PollEvents.TX, PollEvents.TX);
+    assertEquals(r.dev.receiveBurst(batch), 1);
+    // Nothing more: before it sleeps the poll asks for kicks again.
+    assertEquals(r.dev.pollWithRing(30, bytes), 0);
+    assert(!noNotify(), "about to sleep: kicks wanted again");
+    assertEquals(txq.availEvent(), txq.availIdx, "avail_event at the next buffer");
+  } finally {
+    r.close();
+  }
+});
