@@ -1050,6 +1050,11 @@ bool mvn_direct_begin(struct mvn_direct *x, int32_t h)
 	return true;
 }
 
+bool mvn_direct_accepts(const struct mvn_direct *x, const uint8_t *meta)
+{
+	return mvn_vring_rx_accepts(meta, x->env.features);
+}
+
 void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
 		    uint32_t len)
 {

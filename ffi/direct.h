@@ -22,6 +22,8 @@ struct mvn_direct {
 /* Takes device h's receive lock without waiting; false (nothing held) when the device is gone,
  * busy, does not allow direct delivery, or its receive ring is not ready. */
 bool mvn_direct_begin(struct mvn_direct *x, int32_t h);
+/* True when the guest takes the frame's offloads as they are (else its owner must adapt it). */
+bool mvn_direct_accepts(const struct mvn_direct *x, const uint8_t *meta);
 /* Delivers one frame (MVN_META_SIZE bytes of metadata before it) as mvn_dev_rx_burst would:
  * a frame without a guest buffer is dropped and counted on the device. */
 void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,

@@ -2,9 +2,10 @@
  * guest's transmit ring, rewritten and pushed into the peer's inbound frame ring without a trip
  * through TypeScript; and the inbound ring delivered into the guest's receive ring (device.c).
  *
- * It takes only frames whose fate is certain: a plain (no offload) IPv4 packet without options
- * or an IPv6 packet that is not ICMPv6, from the vNIC's own MAC and address, well formed, within
- * the MTU, with a TTL or hop limit left, to an address the table holds. For such a frame the
+ * It takes only frames whose fate is certain: an IPv4 packet without options or an IPv6 packet
+ * that is not ICMPv6, from the vNIC's own MAC and address, well formed, within the MTU (a TCP
+ * GSO frame: its segments), with a TTL or hop limit left, to an address the table holds, and
+ * with no offload or a TCP one it can pass on unchanged (wire_len). For such a frame the
  * gateway's services have nothing to answer and the router (routing/forward.ts) would deliver
  * it to that peer; the test tests/ffi/fastpath_test.ts holds the two to the same result. Every
  * other frame is left, in order, in the burst for the TypeScript path, which decides,
@@ -43,6 +44,14 @@
 #define IPV4_HLEN 20u
 #define IPV6_HLEN 40u
 #define IPPROTO_ICMPV6 58u
+#define IPPROTO_TCP 6u
+#define TCP_HLEN 20u
+#define TCP_CSUM_OFF 16u
+/* virtio-net header values (virtio 1.x section 5.1.6). */
+#define HDR_F_NEEDS_CSUM 1u
+#define HDR_GSO_NONE 0u
+#define HDR_GSO_TCPV4 1u
+#define HDR_GSO_TCPV6 4u
 #define IPV4_FLAG_RESERVED 0x8000u
 /* Distinct peers one burst may wake; a burst is at most a few hundred frames, and a peer met
  * when the list is full is woken at once. */
@@ -187,14 +196,46 @@ static void decrement_ttl(uint8_t *ip)
 	ip[11] = (uint8_t)c;
 }
 
+static uint16_t le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/* The size a frame's packets have on a link, for the MTU check: the IP packet, or for a TCP
+ * GSO frame its largest segment. 0 when the offload metadata is not one the fast path carries
+ * as it is, which is a subset of what routing/offload.ts checkOffload accepts and
+ * prepareFromGuest leaves unchanged: none; or a partial TCP checksum at the TCP header's
+ * checksum field; or TCP GSO of the packet's IP version (no ECN) with a segment size. ip is the
+ * IP header (ip_hlen bytes, total bytes of IP packet inside the frame), proto the next header. */
+static uint32_t wire_len(const uint8_t *meta, const uint8_t *ip, uint32_t ip_hlen, uint32_t total,
+			 uint8_t proto, bool v6)
+{
+	uint8_t flags = meta[0], gso = meta[1];
+	if (flags == 0 && gso == HDR_GSO_NONE)
+		return total;
+	/* DATA_VALID or other flags, GSO without NEEDS_CSUM: TypeScript decides. */
+	if (flags != HDR_F_NEEDS_CSUM || proto != IPPROTO_TCP)
+		return 0;
+	uint32_t l4 = ETH_HLEN + ip_hlen;
+	if (le16(meta + 6) != l4 || le16(meta + 8) != TCP_CSUM_OFF || ip_hlen + TCP_HLEN > total)
+		return 0;
+	uint32_t tcp_hlen = (uint32_t)(ip[ip_hlen + 12] >> 4) * 4;
+	if (tcp_hlen < TCP_HLEN || ip_hlen + tcp_hlen > total)
+		return 0;
+	if (gso == HDR_GSO_NONE)
+		return total;
+	uint32_t size = le16(meta + 4);
+	if (gso != (v6 ? HDR_GSO_TCPV6 : HDR_GSO_TCPV4) || size == 0)
+		return 0;
+	uint32_t seg = ip_hlen + tcp_hlen + size;
+	return seg < total ? seg : total;
+}
+
 /* The peer a frame goes to when the fast path may take it; false leaves it to TypeScript.
  * On true the frame has been rewritten for the peer. */
 static bool classify(const struct fwd_table *t, const uint8_t *meta, uint8_t *f, uint32_t len,
 		     struct fwd_entry *to)
 {
-	/* Offloads are checked and adapted in TypeScript (routing/offload.ts). */
-	if (meta[0] != 0 || meta[1] != 0)
-		return false;
 	if (len < ETH_HLEN || !eq6(f + 6, t->own_mac))
 		return false;
 	uint8_t *ip = f + ETH_HLEN;
@@ -204,7 +245,10 @@ static bool classify(const struct fwd_table *t, const uint8_t *meta, uint8_t *f,
 		if ((t->flags & FWD_V4) == 0 || room < IPV4_HLEN || ip[0] != 0x45)
 			return false;
 		uint32_t total = be16(ip + 2);
-		if (total < IPV4_HLEN || total > room || total > t->mtu)
+		if (total < IPV4_HLEN || total > room)
+			return false;
+		uint32_t wire = wire_len(meta, ip, IPV4_HLEN, total, ip[9], false);
+		if (wire == 0 || wire > t->mtu)
 			return false;
 		if ((be16(ip + 6) & IPV4_FLAG_RESERVED) != 0 || header_sum(ip) != 0)
 			return false;
@@ -217,7 +261,10 @@ static bool classify(const struct fwd_table *t, const uint8_t *meta, uint8_t *f,
 		if ((t->flags & FWD_V6) == 0 || room < IPV6_HLEN || (ip[0] >> 4) != 6)
 			return false;
 		uint32_t total = IPV6_HLEN + be16(ip + 4);
-		if (total > room || total > t->mtu || ip[6] == IPPROTO_ICMPV6)
+		if (total > room || ip[6] == IPPROTO_ICMPV6)
+			return false;
+		uint32_t wire = wire_len(meta, ip, IPV6_HLEN, total, ip[6], true);
+		if (wire == 0 || wire > t->mtu)
 			return false;
 		if (!eq16(ip + 8, t->own6) || ip[7] <= 1)
 			return false;
@@ -273,6 +320,12 @@ int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const ui
 				 * queued there were sent earlier and must arrive first. */
 				if (ring_ok && !mvn_fring_ready(&ring))
 					mvn_direct_begin(&direct, to.handle);
+			}
+			if (direct.dev != NULL && !mvn_direct_accepts(&direct, meta)) {
+				/* The guest did not negotiate this offload: its owner adapts the
+				 * frame (vhost/receive.ts). The rest of the burst to this peer follows
+				 * it through the ring. */
+				mvn_direct_end(&direct);
 			}
 			if (direct.dev != NULL) {
 				mvn_direct_put(&direct, meta, meta + MVN_META_SIZE, len);

@@ -493,6 +493,13 @@ static bool rx_header(const uint8_t *meta, uint64_t features, uint8_t hdr[12])
 	return false;
 }
 
+bool mvn_vring_rx_accepts(const uint8_t *meta, uint64_t features)
+{
+	uint8_t hdr[12];
+	return rx_header(meta, features, hdr) &&
+	       (meta[1] == HDR_GSO_NONE || has(features, MVN_F_GUEST_CSUM));
+}
+
 /* Delivers one frame, over several chains with MRG_RXBUF. Chains found malformed while
  * gathering are given back after the frame's own chains: the guest reads a merged frame's
  * num_buffers used entries in a row. When the ring runs dry mid-frame nothing is consumed. */

@@ -118,6 +118,9 @@ uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 uint32_t mvn_vring_rx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env,
 			    const uint8_t *in, uint32_t len, uint32_t count);
 
+/* True when a guest with these features takes a frame with this metadata as it is, as
+ * vhost/receive.ts decides (GSO only together with GUEST_CSUM); else it must be adapted. */
+bool mvn_vring_rx_accepts(const uint8_t *meta, uint64_t features);
 /* A receive burst in steps, for callers whose frames are not in the burst layout (the inbound
  * frame ring, device.c): start, put each frame, finish (publishes and signals the guest once). */
 struct mvn_rx_batch {

@@ -67,6 +67,13 @@ bool mvn_direct_begin(struct mvn_direct *x, int32_t h)
 	return false;
 }
 
+bool mvn_direct_accepts(const struct mvn_direct *x, const uint8_t *meta)
+{
+	(void)x;
+	(void)meta;
+	abort(); /* never begun */
+}
+
 void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame, uint32_t len)
 {
 	(void)x;

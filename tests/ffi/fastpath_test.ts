@@ -8,6 +8,7 @@
 import { assert, assertEquals } from "../assert.ts";
 import { FrameBatch, VhostNetDevice } from "../../vhost/device.ts";
 import { PollEvents } from "../../ffi/binding.ts";
+import { bit, Feature } from "../../vhost/protocol.ts";
 import { TXQ } from "../harness/frontend.ts";
 import { ALL_FEATURES, ALL_PROTOCOL_FEATURES, rig, running, TEST_MAC } from "../harness/setup.ts";
 import { FrameRing } from "../../routing/ring.ts";
@@ -137,6 +138,36 @@ function base6(rand: () => number): Uint8Array {
   );
 }
 
+const GSO_TCPV6 = 4;
+const GSO_ECN = 0x80;
+const TCP_HEADER = 20;
+
+/** A TCP segment (header with data offset 5, then zeros) to the peer, with the offload metadata
+ * a guest with checksum offload writes: a partial checksum, and for a GSO frame its segment
+ * size. */
+function tcpOffloaded(v6: boolean, gso: boolean, rand: () => number) {
+  const size = gso ? 1500 + Math.floor(rand() * 3000) : 8 + Math.floor(rand() * 1400);
+  const payload = new Uint8Array(TCP_HEADER + size);
+  payload[12] = 0x50;
+  const frame = frameOf(
+    v6
+      ? ipv6Frame(OWN_MAC, GATEWAY_MAC, OWN6, PEER6, IP_PROTO_TCP, 64, payload)
+      : ipv4Frame(OWN_MAC, GATEWAY_MAC, OWN4, PEER4, IP_PROTO_TCP, payload),
+  );
+  const l4 = v6 ? 54 : 34;
+  const meta = new Uint8Array(10);
+  const v = new DataView(meta.buffer);
+  meta[0] = NEEDS_CSUM;
+  v.setUint16(6, l4, true); // csum_start
+  v.setUint16(8, 16, true); // csum_offset: TCP's checksum
+  if (gso) {
+    meta[1] = v6 ? GSO_TCPV6 : GSO_TCPV4;
+    v.setUint16(2, l4 + TCP_HEADER, true); // hdr_len
+    v.setUint16(4, v6 ? 1440 : 1460, true); // gso_size: segments of exactly the MTU
+  }
+  return { frame, meta };
+}
+
 /** Recomputes an IPv4 header checksum after a mutation that should not be caught by it. */
 function fixChecksum(f: Uint8Array): void {
   const ihl = (f[14] & 0x0f) * 4;
@@ -155,7 +186,7 @@ function sample(rand: () => number): { frame: Uint8Array; meta: Uint8Array; base
   const v6 = rand() < 0.5;
   let f = v6 ? base6(rand) : base4(rand);
   const meta = new Uint8Array(10);
-  const kind = Math.floor(rand() * 24);
+  const kind = Math.floor(rand() * 30);
   const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)];
   switch (kind) {
     case 0:
@@ -257,6 +288,39 @@ function sample(rand: () => number): { frame: Uint8Array; meta: Uint8Array; base
       f = pick([big, big.subarray(0, 14 + MTU), big.subarray(0, 15 + MTU)]);
       break;
     }
+    case 15:
+    case 16:
+    case 17: { // TCP with a partial checksum, or TCP GSO: valid, or with one thing changed
+      const t = tcpOffloaded(v6, kind !== 15, rand);
+      const v = new DataView(t.meta.buffer);
+      switch (Math.floor(rand() * 12)) {
+        case 0:
+          v.setUint16(6, v.getUint16(6, true) + pick([-1, 1, 20]), true); // csum_start
+          break;
+        case 1:
+          v.setUint16(8, pick([6, 0, 18]), true); // csum_offset
+          break;
+        case 2:
+          t.meta[0] = pick([NEEDS_CSUM | DATA_VALID, 0, 4]);
+          break;
+        case 3:
+          t.meta[1] = pick([v6 ? GSO_TCPV4 : GSO_TCPV6, (t.meta[1] || GSO_TCPV4) | GSO_ECN, 3]);
+          break;
+        case 4:
+          v.setUint16(4, pick([0, 1461, 1441, 9000]), true); // gso_size: none, over the MTU
+          break;
+        case 5:
+          t.frame[(v6 ? 54 : 34) + 12] = pick([0x40, 0xf0, 0x00]); // TCP data offset
+          break;
+        case 6:
+          t.frame[v6 ? 20 : 23] = IP_PROTO_UDP;
+          if (!v6) fixChecksum(t.frame);
+          break;
+        default:
+          return { ...t, base: true };
+      }
+      return { ...t, base: false };
+    }
     default:
       return { frame: f, meta, base: true };
   }
@@ -284,9 +348,10 @@ Deno.test("fast path: takes exactly what the router would deliver, leaves the re
       const n = a.r.dev.receiveForwarding(batch, table.bytes, res);
       assertEquals(a.fe.rings[TXQ].takeUsed().length, sent.length, "TX chains returned");
       const pushed: Uint8Array[] = [];
+      const pushedMeta: Uint8Array[] = [];
       ring.drain(1000, (f, m) => {
-        assertEquals([...m], new Array(10).fill(0), "plain frames keep empty metadata");
         pushed.push(f.slice());
+        pushedMeta.push(m.slice());
       });
       assertEquals(res[0], pushed.length, "res[0] counts the frames pushed");
       assertEquals(res[1], 0, "no ring was full");
@@ -305,7 +370,8 @@ Deno.test("fast path: takes exactly what the router would deliver, leaves the re
           `burst ${burst} frame ${i}: fast path took what the router refuses`,
         );
         assert(pi < pushed.length, `burst ${burst} frame ${i}: deliverable frame was not taken`);
-        assertEquals(pushed[pi++], expect, `burst ${burst} frame ${i}: bytes as the router writes`);
+        assertEquals(pushed[pi], expect, `burst ${burst} frame ${i}: bytes as the router writes`);
+        assertEquals(pushedMeta[pi++], s.meta, `burst ${burst} frame ${i}: metadata as sent`);
         taken++;
         if (s.base) baseSeen++;
       });
@@ -517,5 +583,50 @@ Deno.test("poll with the inbound ring: a guest sending frames is asked not to ki
     assertEquals(txq.availEvent(), txq.availIdx, "avail_event at the next buffer");
   } finally {
     r.close();
+  }
+});
+
+Deno.test("fast path: TCP offloads go straight only to a guest that negotiated them", () => {
+  const a = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  const offloads = bit(Feature.NET_GUEST_CSUM) | bit(Feature.NET_GUEST_TSO4) |
+    bit(Feature.NET_GUEST_TSO6);
+  const plain = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  const able = running({
+    features: ALL_FEATURES | offloads,
+    protocolFeatures: ALL_PROTOCOL_FEATURES,
+  });
+  try {
+    const batch = new FrameBatch(64);
+    const res = new Uint32Array(3);
+    const rand = prng(13);
+    for (const [peer, takes] of [[plain, false], [able, true]] as const) {
+      const sab = smallRing(64);
+      const ring = new FrameRing(sab);
+      const table = tableFor(peer.r.dev.handle, sab);
+      peer.r.dev.setDirectReceive(true);
+      peer.fe.postRx(16, 65_562);
+      const sent = [tcpOffloaded(false, true, rand), tcpOffloaded(true, false, rand)];
+      for (const t of sent) a.fe.sendFrame(t.frame, { header: t.meta });
+      assertEquals(a.r.dev.receiveForwarding(batch, table.bytes, res), 0);
+      a.fe.rings[TXQ].takeUsed();
+      const expect = sent.map((t) => slowPath(t.frame, t.meta));
+      assertEquals([res[0], res[2]], [2, takes ? 2 : 0], `direct: ${takes}`);
+      if (takes) {
+        const got = peer.fe.readRxWithHeaders();
+        assertEquals(got.map((g) => g.frame), expect);
+        assertEquals(got.map((g) => [...g.header]), sent.map((t) => [...t.meta]), "headers kept");
+      } else {
+        const got: Uint8Array[] = [];
+        ring.drain(10, (f, m) => {
+          got.push(f.slice());
+          assert(m[0] === NEEDS_CSUM, "offload left for the owner to adapt");
+        });
+        assertEquals(got, expect);
+      }
+    }
+  } finally {
+    a.r.close();
+    plain.r.close();
+    able.r.close();
   }
 });
