@@ -932,9 +932,9 @@ static int32_t fwd_rx_locked(int32_t h, uint8_t *ring, uint32_t ring_len, uint32
 		uint32_t len;
 		if (mvn_fring_peek(&r, &meta, &frame, &len) != 1)
 			break;
-		/* A frame with offloads may need adapting to what this guest negotiated: TypeScript
+		/* A frame with offloads this guest did not negotiate must be adapted: TypeScript
 		 * does that (vhost/receive.ts), from this frame on. */
-		if ((meta[0] & MVN_HDR_F_NEEDS_CSUM) != 0 || meta[1] != 0)
+		if (!mvn_vring_rx_accepts(meta, env.features))
 			break;
 		mvn_vring_rx_put(&d->vq[RXQ], &env, &b, meta, frame, len);
 		mvn_fring_release(&r, len);

@@ -139,9 +139,9 @@ int32_t mvn_fd_close(int32_t fd);
  * table that does not parse leaves every frame. */
 int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const uint8_t *tbl,
 		   uint32_t tbl_len, uint32_t *res);
-/* Delivers up to max frames without offload metadata from the device's inbound frame ring
- * (ring_len bytes at ring) to the guest, as mvn_dev_rx_burst would, and stops at the first
- * frame with offloads (left for the caller). Returns the frames taken from the ring (delivered
+/* Delivers up to max frames from the device's inbound frame ring (ring_len bytes at ring) to
+ * the guest, as mvn_dev_rx_burst would, and stops at the first frame with offloads the guest
+ * did not negotiate (left for the caller to adapt). Returns the frames taken from the ring (delivered
  * or dropped and counted), -EINVAL for a ring that does not parse, -ENOENT. */
 int32_t mvn_fwd_rx(int32_t h, uint8_t *ring, uint32_t ring_len, uint32_t max);
 

@@ -251,9 +251,9 @@ export class VhostNetDevice {
   }
 
   /**
-   * Delivers up to `max` frames without offload metadata from this device's inbound ring
-   * (`routing/ring.ts`, the whole SharedArrayBuffer as bytes) to the guest, stopping at the first
-   * frame that carries offloads (the caller adapts those, `vhost/receive.ts`).
+   * Delivers up to `max` frames from this device's inbound ring (`routing/ring.ts`, the whole
+   * SharedArrayBuffer as bytes) to the guest, stopping at the first frame with offloads the guest
+   * did not negotiate (the caller adapts those, `vhost/receive.ts`).
    * Returns the frames taken from the ring, delivered or dropped and counted.
    */
   deliverFromRing(ring: Uint8Array, max: number): number {

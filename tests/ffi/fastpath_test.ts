@@ -422,7 +422,7 @@ Deno.test("fast path: a full peer ring refuses frames and counts them; the table
   }
 });
 
-Deno.test("fast path: the inbound ring reaches the guest, and stops at a frame with offloads", () => {
+Deno.test("fast path: the inbound ring reaches the guest, and stops at an offload it did not negotiate", () => {
   const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
   try {
     const sab = smallRing(8);
@@ -455,6 +455,34 @@ Deno.test("fast path: the inbound ring reaches the guest, and stops at a frame w
     assertEquals(b.r.dev.deliverFromRing(bytes, 64), 6);
     assert(!ring.ready(), "ring emptied");
     assertEquals(b.r.dev.counters().rx_drop_no_buffer - before, 6);
+  } finally {
+    b.r.close();
+  }
+});
+
+Deno.test("fast path: the inbound ring passes offloads a guest negotiated, with their headers", () => {
+  const b = running({
+    features: ALL_FEATURES | bit(Feature.NET_GUEST_CSUM) | bit(Feature.NET_GUEST_TSO4),
+    protocolFeatures: ALL_PROTOCOL_FEATURES,
+  });
+  try {
+    const sab = smallRing(16);
+    const ring = new FrameRing(sab);
+    const rand = prng(17);
+    const sent = [tcpOffloaded(false, true, rand), tcpOffloaded(false, false, rand)];
+    const v6gso = tcpOffloaded(true, true, rand); // GUEST_TSO6 not negotiated
+    for (const t of [...sent, v6gso]) assert(ring.push(t.frame, t.meta), "push");
+    b.fe.postRx(4, 65_562);
+    assertEquals(b.r.dev.deliverFromRing(new Uint8Array(sab), 64), 2);
+    const got = b.fe.readRxWithHeaders();
+    assertEquals(got.map((g) => g.frame), sent.map((t) => t.frame));
+    assertEquals(got.map((g) => [...g.header]), sent.map((t) => [...t.meta]));
+    let left = 0;
+    ring.drain(8, (_f, m) => {
+      assertEquals(m[1], GSO_TCPV6, "the IPv6 GSO frame waits for the owner");
+      left++;
+    });
+    assertEquals(left, 1);
   } finally {
     b.r.close();
   }
