@@ -104,6 +104,9 @@ Deno.test({
           txBytes / txPackets > ETH_MTU_FRAME,
           `a sent GSO frames larger than the MTU (average ${txBytes / txPackets} bytes)`,
         );
+        // Those GSO frames took the shim's fast path, straight into b's guest (it takes TSO).
+        const direct = (after.route_fast_direct ?? 0) - (before.route_fast_direct ?? 0);
+        assert(direct > txPackets / 2, `${direct} of ${txPackets} frames went straight to b`);
 
         // A file from a (offloads) to c (none) over IPv4 and IPv6: every GSO frame of a is
         // segmented in software and its checksums completed; md5 must match.
@@ -114,9 +117,16 @@ Deno.test({
         );
         const want = (await ok(a, "md5sum /tmp/www/blob | cut -d' ' -f1")).trim();
         const cBefore = await counters(2);
+        const aBefore = await counters(0);
         await ok(c, `wget -q -O /tmp/got4 http://${nics[0].ipv4_address}:8080/blob`, 180_000);
         await ok(c, `wget -q -O /tmp/got6 http://[${nics[0].ipv6_address}]:8080/blob`, 180_000);
         const cAfter = await counters(2);
+        // a's frames took the fast path into c's ring (c takes no offload: its loop segments).
+        const aAfter = await counters(0);
+        assert(
+          aAfter.route_fast_forwarded - aBefore.route_fast_forwarded > 0,
+          "a forwarded by the fast path",
+        );
         for (const f of ["/tmp/got4", "/tmp/got6"]) {
           assertEquals((await ok(c, `wc -c < ${f}`)).trim(), String(FILE_BYTES), `${f} size`);
           assertEquals((await ok(c, `md5sum ${f} | cut -d' ' -f1`)).trim(), want, `${f} intact`);
