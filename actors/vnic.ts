@@ -22,6 +22,7 @@ import { buildTable, type RouteEntry } from "../routing/routes.ts";
 import { forward, type ForwardContext, type NicRoute, RateLimiter } from "../routing/forward.ts";
 import type { RouteTable } from "../routing/table.ts";
 import { FrameRing } from "../routing/ring.ts";
+import { type FastPeer, FastTable } from "../routing/fast_table.ts";
 import {
   buildPeriodicRa,
   DEFAULT_DHCPV4_LEASE_SECS,
@@ -165,6 +166,12 @@ interface VnicState {
   tun: { ring: FrameRing; wakeFd: number } | null;
   /** The vNIC's security groups; off (and never called) while none is attached. */
   secgroups: SecurityFilter;
+  /** The shim's forwarding table for this vNIC's frames to its peers (ffi/fastpath.c). */
+  fast: FastTable;
+  /** Frames the shim forwarded to peers without TypeScript, and of those, the frames it
+   * delivered straight into the peer's guest. */
+  fastForwarded: number;
+  fastDirect: number;
 }
 
 function report(state: VnicState, ctx: ActorContext, status: NicStatus): void {
@@ -300,8 +307,8 @@ function forwardContext(
   };
 }
 
-function bump(counts: Record<string, number>, reason: string): void {
-  counts[reason] = (counts[reason] ?? 0) + 1;
+function bump(counts: Record<string, number>, reason: string, n = 1): void {
+  counts[reason] = (counts[reason] ?? 0) + n;
 }
 
 /** True when the frame is of a family the network does not have: nothing may answer it. */
@@ -402,9 +409,13 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
     if (state.secgroups.filter(f, "ingress", sgNow).pass) out.push(f, meta);
   };
   const pacer = new MailboxPacer();
+  // [handed to peers, refused by a full peer ring, delivered straight] of one fast-path burst.
+  const fastRes = new Uint32Array(3);
+  const ringBytes = new Uint8Array(state.ring.buffer);
   while (!state.stop && !ctx.stopping) {
-    // Frames left in the ring (a drain takes a burst) bring no new notification.
-    const ready = dev.poll(state.ring.ready() ? 0 : pacer.pollTimeout(untilDue(state)));
+    // Returns at once while the inbound ring holds a frame (a drain takes a burst); peers do
+    // not signal a loop that is running, since it drains the ring below on every pass.
+    const ready = dev.pollWithRing(pacer.pollTimeout(untilDue(state)), ringBytes);
     if (ready & DeviceEvents.WAKE) pacer.woken();
     if (ready & DeviceEvents.CONTROL) {
       for (const t of dev.service()) applyTransition(state, ctx, t);
@@ -412,7 +423,16 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
     out.begin();
     if (ready & DeviceEvents.TX) {
       tx.clear();
-      dev.receiveBurst(tx);
+      // Frames to peers go through the shim's fast path unless security groups must see them
+      // (the fast path knows no rules); what it leaves is decided here as before.
+      if (state.secgroups.enabled || state.fast.count === 0) {
+        dev.receiveBurst(tx);
+      } else {
+        dev.receiveForwarding(tx, state.fast.bytes, fastRes);
+        state.fastForwarded += fastRes[0];
+        state.fastDirect += fastRes[2];
+        if (fastRes[1]) bump(state.routeDrops, "peer_ring_full", fastRes[1]);
+      }
       handleTx(state, tx, out, wake, wakeTun);
       for (const h of wake) VhostNetDevice.notify(h);
       wake.clear();
@@ -423,7 +443,10 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       sgNow = state.secgroups.now();
       state.ring.drain(BURST, toGuestFiltered);
     } else {
-      state.ring.drain(BURST, toGuest);
+      // The shim moves frames from the ring to the guest up to the first one with offloads the
+      // guest did not negotiate; from there GuestReceiver adapts them.
+      const took = dev.deliverFromRing(ringBytes, BURST);
+      if (took < BURST) state.ring.drain(BURST - took, toGuest);
     }
     if (state.nic.ipv6 && dev.driverReady && Date.now() >= state.raDue) {
       const ra = buildPeriodicRa(state.services);
@@ -458,6 +481,7 @@ function refresh(state: VnicState, topology: Topology): void {
   state.forward = forwardContext(state.nic, state.network, topology, state.forward.icmpErrors);
   state.topology = topology;
   state.tun = tunOf(topology);
+  updateFastPath(state);
 }
 
 /**
@@ -469,6 +493,8 @@ function applySecurityGroups(state: VnicState, ctx: ActorContext): void {
   // Desired state written before protocol version 2 has neither field.
   const groups = state.nic.securityGroupIds ?? [];
   const r = state.secgroups.update(groups, state.nic.rules ?? []);
+  // Peers may deliver straight into the guest only while no rule must see what it receives.
+  state.device.setDirectReceive(!state.secgroups.enabled);
   if (!r.changed) return;
   ctx.log.info("security groups applied", {
     groups: groups.length,
@@ -484,6 +510,48 @@ function applySecurityGroups(state: VnicState, ctx: ActorContext): void {
 function droppedPeers(before: Topology, after: Topology): boolean {
   const now = new Set(after.peers.map((p) => p.id));
   return before.peers.some((p) => !now.has(p.id));
+}
+
+/** Native addresses of the rings in fast-path tables (a SharedArrayBuffer never moves). */
+const ringAddrs = new WeakMap<SharedArrayBuffer, bigint>();
+
+function ringAddr(sab: SharedArrayBuffer): bigint {
+  let a = ringAddrs.get(sab);
+  if (a === undefined) {
+    a = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(sab))));
+    ringAddrs.set(sab, a);
+  }
+  return a;
+}
+
+/**
+ * Rewrites the shim's forwarding table from the route table: every host route (/32, /128) to
+ * a running peer, resolved as the router resolves it. The rings it names stay alive as long as
+ * the route table that holds them, which is replaced only together with this table.
+ */
+function updateFastPath(state: VnicState): void {
+  const peers: FastPeer[] = [];
+  const fwd = state.forward;
+  for (const r of state.topology.routes) {
+    const c = parseCidr(r.prefix, r.prefix.includes(":") ? 6 : 4);
+    if (c instanceof WireError || c.prefixLen !== c.addr.length * 8) continue;
+    const to = fwd.routes.lookup(c.addr) as PeerRoute | undefined;
+    if (!to || to.handle === null || to.id === state.nic.id) continue;
+    peers.push({
+      addr: c.addr,
+      mac: to.mac,
+      handle: to.handle,
+      ringAddr: ringAddr(to.ring.buffer),
+      ringLen: to.ring.buffer.byteLength,
+    });
+  }
+  state.fast.update({
+    mac: fwd.nic.mac,
+    gatewayMac: fwd.gatewayMac,
+    ipv4: fwd.nic.ipv4,
+    ipv6: fwd.nic.ipv6,
+    mtu: fwd.mtu,
+  }, peers);
 }
 
 function tunOf(topology: Topology): VnicState["tun"] {
@@ -535,7 +603,11 @@ if (import.meta.main) {
         topology: args.topology,
         tun: tunOf(args.topology),
         secgroups: new SecurityFilter(),
+        fast: new FastTable(),
+        fastForwarded: 0,
+        fastDirect: 0,
       };
+      updateFastPath(state);
       applySecurityGroups(state, ctx);
       if (args.adoptHandle !== null) ctx.log.info("adopted live device", { handle: device.handle });
       state.loop = runLoop(state, ctx);
@@ -565,6 +637,8 @@ if (import.meta.main) {
           }
           for (const [k, v] of Object.entries(state.routeDrops)) counters[`route_drop_${k}`] = v;
           Object.assign(counters, state.secgroups.counters());
+          counters.route_fast_forwarded = state.fastForwarded;
+          counters.route_fast_direct = state.fastDirect;
           return counters;
         }
         case "InjectFault":
