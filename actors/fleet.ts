@@ -21,7 +21,15 @@ import { RemoteError } from "../daemon/ipc.ts";
 import type { ActorRef } from "./actor_ref.ts";
 import { DEFAULT_INTENSITY, Supervisor } from "./supervisor.ts";
 import type { NetworkEvent, NetworkMsg } from "./network.ts";
-import type { NicDeviceControl, Peer, Topology, VnicArgs, VnicEvent, VnicMsg } from "./vnic.ts";
+import type {
+  NicDeviceControl,
+  Peer,
+  Topology,
+  TopologyDelta,
+  VnicArgs,
+  VnicEvent,
+  VnicMsg,
+} from "./vnic.ts";
 import type { RouteEntry } from "../routing/routes.ts";
 import { FrameRing } from "../routing/ring.ts";
 import { native } from "../ffi/binding.ts";
@@ -36,8 +44,10 @@ export interface FleetOptions {
   onNicStatus: (status: NicStatus) => void;
   /** The top level gave up: the process must exit non-zero. */
   onEscalate: (reason: string) => void;
-  /** Native device control shared by every vnic actor (wake, adopt). */
+  /** Native device control of the vNICs: the fleet makes each device before its actor starts. */
   devices: NicDeviceControl;
+  /** The vNIC actor's module; tests replace it (default `actors/vnic.ts`). */
+  vnicModule?: URL;
   /** Restart intensity of the supervisors (tests shorten it). */
   intensity?: typeof DEFAULT_INTENSITY;
   /** The TUN device of public networks; none when absent (`--no-tun`). */
@@ -59,19 +69,54 @@ interface NetworkEntry {
   desired: DesiredNetwork;
   sup: Supervisor;
   nics: Map<string, NicEntry>;
-  /** The routes the network actor published last. */
-  routes: RouteEntry[];
+  /** The routes the network actor published last: prefix → vNIC id. */
+  routes: Map<string, string>;
   /** A coalesced topology broadcast is due (see {@link topologyDelayMs}). */
   publishTimer: ReturnType<typeof setTimeout> | null;
+  /** Topology broadcasts sent so far. */
+  epoch: number;
+  /** What changed since the last broadcast: the next one sends only that. */
+  pending: PendingChanges;
+}
+
+/** Changes of a network's topology since its last broadcast, by key (see {@link TopologyDelta}). */
+interface PendingChanges {
+  /** vNICs that left or were replaced by a new vNIC of the same id (new ring). */
+  gone: Set<string>;
+  /** vNICs that joined or changed (device handle, IPv6 address). */
+  peers: Set<string>;
+  /** Prefixes whose route was added, moved or removed. */
+  prefixes: Set<string>;
+  /** The TUN actor's ring appeared. */
+  tun: boolean;
+}
+
+function noChanges(): PendingChanges {
+  return { gone: new Set(), peers: new Set(), prefixes: new Set(), tun: false };
 }
 
 interface NicEntry {
   desired: DesiredNic;
   status: NicStatus;
-  /** Native device handle, kept across actor restarts so the new Worker adopts the device. */
+  /**
+   * Native device handle: made by the fleet before the actor's first start, kept across actor
+   * restarts so that each new Worker adopts the device; null once closed.
+   */
   handle: number | null;
   /** Inbound frame ring, kept across actor restarts so that peers keep their copy. */
   ring: SharedArrayBuffer;
+  /** The actor's first start (see `Fleet.#startNic`); resolves, never rejects, when it ended. */
+  starting: Promise<void>;
+  /** The vNIC was removed: a start that has not begun is skipped. */
+  removed: boolean;
+  /** What the actor's current incarnation was started with, to catch it up after its start. */
+  spawned: { nic: DesiredNic; network: DesiredNetwork } | null;
+  /**
+   * The topology broadcast (`NetworkEntry.epoch`) the running actor is up to date with: it gets
+   * the next broadcast as a delta if it has this one, else the whole topology. Null: it has no
+   * topology to build on (started during a burst, see `Fleet.#holdingTopology`).
+   */
+  seen: number | null;
 }
 
 /**
@@ -82,8 +127,18 @@ const RING_SLOTS = 256;
 /** Room for an Ethernet header (with a VLAN tag) on top of the network's MTU. */
 const RING_FRAME_OVERHEAD = 18;
 
-/** vNIC actors a full sync starts at the same time. */
+/**
+ * vNIC actors a sync (a restore) starts at the same time: starting one is mostly its Worker
+ * starting up, so several at a time use both cores; more would only share them.
+ */
 const SYNC_STARTS = 8;
+/**
+ * vNIC actors started at the same time after a CreateNic answered (its socket accepts). One:
+ * a burst of creates then leaves the api and this thread a core, so that each create answers
+ * at once instead of sharing the CPU with a backlog of Worker starts; the actors come up one
+ * after another behind them.
+ */
+const CREATE_STARTS = 1;
 const NETWORK_ACTOR_ID = "network";
 const TUN_ACTOR_ID = "tun";
 const TUN_MODULE = new URL("./tun.ts", import.meta.url);
@@ -105,7 +160,10 @@ export class Fleet {
   #down = false;
   #intensity: typeof DEFAULT_INTENSITY;
   #tun: TunEntry | null = null;
+  #vnicModule: URL;
   #vnicPool: WorkerPool;
+  #syncStarts = new Slots(SYNC_STARTS);
+  #createStarts = new Slots(CREATE_STARTS);
   /** Networks whose topology changed while broadcasts were held (a burst of starts). */
   #held: Set<NetworkEntry> | null = null;
   /** vNICs of the desired state whose start failed, by id: retried until they run. */
@@ -119,8 +177,9 @@ export class Fleet {
     // Loading the shim pins malloc's mmap threshold (ffi/device.c) before the first inbound
     // ring is allocated, so that rings are resident only where frames wrote them.
     native();
+    this.#vnicModule = opts.vnicModule ?? VNIC_MODULE;
     this.#vnicPool = new WorkerPool({
-      module: VNIC_MODULE,
+      module: this.#vnicModule,
       size: VNIC_POOL_SIZE,
       name: "dataplane/pool:vnic",
       log: opts.log.child("pool:vnic"),
@@ -151,26 +210,39 @@ export class Fleet {
       for (const n of networks) await this.#upsertNetwork(n);
       const out: NicStatus[] = new Array(nics.length);
       const failures: string[] = [];
-      // Starting a vNIC is mostly its Worker starting up: several at a time use both cores.
-      let next = 0;
-      const starter = async () => {
-        while (next < nics.length) {
-          const i = next++;
-          try {
-            out[i] = await this.#upsertNic(nics[i]);
-          } catch (e) {
-            // One vNIC that cannot be served must not keep the others from coming back; it
-            // stays wanted, so it is tried again until it runs.
-            const reason = (e as Error).message;
-            failures.push(`${nics[i].id}: ${reason}`);
-            out[i] = { id: nics[i].id, state: "ERROR", reason };
-            this.#scheduleRetry(nics[i], 1);
-          }
-        }
+      const failed = (i: number, e: unknown) => {
+        // One vNIC that cannot be served must not keep the others from coming back; it stays
+        // wanted, so it is tried again until it runs.
+        const reason = (e as Error).message;
+        failures.push(`${nics[i].id}: ${reason}`);
+        out[i] = { id: nics[i].id, state: "ERROR", reason };
+        this.#scheduleRetry(nics[i], 1);
       };
-      await this.#holdingTopology(() =>
-        Promise.all(Array.from({ length: Math.min(SYNC_STARTS, nics.length) }, starter))
-      );
+      await this.#holdingTopology(async () => {
+        // Every device first (about 1 ms each): all sockets accept, and VMMs reconnect and wait
+        // there, while the Workers start SYNC_STARTS at a time.
+        const starts: Promise<void>[] = [];
+        for (let i = 0; i < nics.length; i++) {
+          let opened;
+          try {
+            opened = await this.#openNic(nics[i]);
+          } catch (e) {
+            failed(i, e);
+            continue;
+          }
+          if (!("entry" in opened)) {
+            out[i] = opened.status;
+            continue;
+          }
+          const { net, entry } = opened;
+          starts.push(
+            this.#startNic(net, entry, this.#syncStarts).then(() => {
+              out[i] = entry.status;
+            }, (e) => failed(i, e)),
+          );
+        }
+        await Promise.all(starts);
+      });
       if (failures.length) this.#opts.log.error("vNICs failed to start", { failures });
       return out;
     });
@@ -192,10 +264,24 @@ export class Fleet {
     });
   }
 
+  /**
+   * Creates or updates a vNIC. A new vNIC's device is made (its socket accepts) before this
+   * returns; its actor starts afterwards, and serves a VMM that connected meanwhile once it
+   * runs. A start that fails then closes the device, reports the vNIC ERROR and is retried.
+   */
   upsertNic(nic: DesiredNic): Promise<NicStatus> {
-    return this.#serial(() => {
+    return this.#serial(async () => {
       this.#cancelRetry(nic.id);
-      return this.#upsertNic(nic);
+      const opened = await this.#openNic(nic);
+      if (!("entry" in opened)) return opened.status;
+      const { net, entry } = opened;
+      this.#startNic(net, entry, this.#createStarts).catch((e) => {
+        if (entry.removed || this.#down) return;
+        const reason = (e as Error).message;
+        this.#opts.onNicStatus({ id: nic.id, state: "ERROR", reason });
+        this.#scheduleRetry(entry.desired, 1);
+      });
+      return entry.status;
     });
   }
 
@@ -208,10 +294,12 @@ export class Fleet {
     });
   }
 
-  /** The counters of one vNIC. */
+  /** The counters of one vNIC (once its actor started). */
   async nicCounters(id: string): Promise<NicCounters> {
     for (const net of this.#networks.values()) {
-      if (!net.nics.has(id)) continue;
+      const entry = net.nics.get(id);
+      if (!entry) continue;
+      await entry.starting;
       const ref = net.sup.ref<VnicMsg>(vnicChildId(id));
       if (!ref) throw new RemoteError("failed", `vNIC ${id} is restarting`);
       return await ref.call<NicCounters>({ type: "GetCounters" });
@@ -232,6 +320,10 @@ export class Fleet {
 
   /** Makes one actor (a path of {@link Fleet.actor}) crash outside any handler. */
   async injectFault(path: string, reason: string): Promise<void> {
+    const [kind, id] = path.split(":");
+    if (kind === "vnic") {
+      for (const net of this.#networks.values()) await net.nics.get(id)?.starting;
+    }
     const ref = this.actor(path);
     if (!ref) throw new RemoteError("not_found", `no running actor ${path} in the dataplane`);
     const msg: NetworkMsg | VnicMsg | TunMsg = { type: "InjectFault", reason };
@@ -248,6 +340,9 @@ export class Fleet {
         const net = this.#networks.get(id)!;
         if (net.publishTimer !== null) clearTimeout(net.publishTimer);
         net.publishTimer = null;
+        // A start under way would leave a Worker its supervisor no longer knows; one that
+        // has not begun is skipped (the fleet is down) and closes its device.
+        await Promise.all([...net.nics.values()].map((e) => e.starting));
         await net.sup.stop();
         this.#networks.delete(id);
       }
@@ -279,8 +374,10 @@ export class Fleet {
       desired: n,
       sup: this.#networkSupervisor(n),
       nics: new Map(),
-      routes: [],
+      routes: new Map(),
       publishTimer: null,
+      epoch: 0,
+      pending: noChanges(),
     };
     this.#networks.set(n.id, entry);
     await entry.sup.startChild({
@@ -293,8 +390,7 @@ export class Fleet {
         onEvent: (ev) => {
           const e = ev as NetworkEvent;
           if (e.type !== "RoutesChanged") return;
-          entry.routes = e.routes;
-          this.#publishTopology(entry);
+          this.#routesChanged(entry, e.routes);
         },
       }),
     });
@@ -350,7 +446,11 @@ export class Fleet {
       return;
     }
     this.#tun = entry;
-    for (const net of this.#networks.values()) this.#publishTopology(net);
+    for (const net of this.#networks.values()) {
+      if (!net.desired.isPublic) continue;
+      net.pending.tun = true;
+      this.#publishTopology(net);
+    }
   }
 
   /** The routes, vNICs and prefixes of every public network, for the TUN actor. */
@@ -358,7 +458,7 @@ export class Fleet {
     const out: TunTopology = { routes: [], peers: [], prefixes: [] };
     for (const net of this.#networks.values()) {
       if (!net.desired.isPublic) continue;
-      out.routes.push(...net.routes);
+      for (const [prefix, nicId] of net.routes) out.routes.push({ prefix, nicId });
       for (const e of net.nics.values()) {
         out.peers.push({ id: e.desired.id, mac: e.desired.mac, handle: e.handle, ring: e.ring });
       }
@@ -377,17 +477,56 @@ export class Fleet {
 
   /** What every vNIC actor of a network routes from: the routes and where each peer is. */
   #topology(net: NetworkEntry): Topology {
-    const peers: Peer[] = [...net.nics.values()].map((e) => ({
-      id: e.desired.id,
-      mac: e.desired.mac,
-      ipv6: e.desired.ipv6,
-      handle: e.handle,
-      ring: e.ring,
-    }));
-    const tun = net.desired.isPublic && this.#tun
+    const routes: RouteEntry[] = [];
+    for (const [prefix, nicId] of net.routes) routes.push({ prefix, nicId });
+    return { routes, peers: [...net.nics.values()].map(peerOf), tun: this.#tunLink(net) };
+  }
+
+  #tunLink(net: NetworkEntry): Topology["tun"] {
+    return net.desired.isPublic && this.#tun
       ? { ring: this.#tun.ring, wakeFd: this.#tun.wakeFd }
       : null;
-    return { routes: net.routes, peers, tun };
+  }
+
+  /** What changed since the network's last broadcast, each key in its current state. */
+  #delta(net: NetworkEntry, changes: PendingChanges): TopologyDelta {
+    const delta: TopologyDelta = { gone: [...changes.gone], peers: [], routes: [], unrouted: [] };
+    for (const id of changes.peers) {
+      const e = net.nics.get(id);
+      if (e) delta.peers.push(peerOf(e));
+    }
+    for (const prefix of changes.prefixes) {
+      const nicId = net.routes.get(prefix);
+      if (nicId === undefined) delta.unrouted.push(prefix);
+      else delta.routes.push({ prefix, nicId });
+    }
+    if (changes.tun) delta.tun = this.#tunLink(net);
+    return delta;
+  }
+
+  /** Takes the network actor's routes: the prefixes that changed go into the next broadcast. */
+  #routesChanged(net: NetworkEntry, routes: RouteEntry[]): void {
+    const next = new Map(routes.map((r) => [r.prefix, r.nicId]));
+    for (const [prefix, nicId] of next) {
+      if (net.routes.get(prefix) !== nicId) net.pending.prefixes.add(prefix);
+    }
+    for (const prefix of net.routes.keys()) {
+      if (!next.has(prefix)) net.pending.prefixes.add(prefix);
+    }
+    net.routes = next;
+    this.#publishTopology(net);
+  }
+
+  /** A vNIC of the network joined or changed (its device, its IPv6 address). */
+  #peerChanged(net: NetworkEntry, id: string): void {
+    net.pending.peers.add(id);
+    this.#publishTopology(net);
+  }
+
+  /** A vNIC of the network left (or is replaced by a new one of the same id). */
+  #peerGone(net: NetworkEntry, id: string): void {
+    net.pending.gone.add(id);
+    this.#publishTopology(net);
   }
 
   /**
@@ -425,13 +564,31 @@ export class Fleet {
     }
   }
 
-  /** Sends each vNIC actor of the network its own copy of the topology (shared-nothing). */
+  /**
+   * Sends each running vNIC actor of the network what changed since the last broadcast: a delta
+   * of the changed peers and routes, whose cost grows with the change and not with the network.
+   * An actor that missed the last broadcast (it was starting or restarting) gets the whole
+   * topology instead; the delta, which names each changed key in its current state, is right
+   * for any actor that has everything up to the last broadcast, including changes after it.
+   */
   #broadcastTopology(net: NetworkEntry): void {
-    const topology = this.#topology(net);
-    for (const e of net.nics.values()) {
-      net.sup.ref<VnicMsg>(vnicChildId(e.desired.id))?.cast({ type: "TopologyChanged", topology });
+    const changes = net.pending;
+    let delta: TopologyDelta | null = null;
+    if (changes.gone.size || changes.peers.size || changes.prefixes.size || changes.tun) {
+      net.pending = noChanges();
+      delta = this.#delta(net, changes);
+      net.epoch++;
     }
-    if (net.desired.isPublic) this.#publishTun();
+    let full: Topology | null = null;
+    for (const e of net.nics.values()) {
+      if (e.seen === net.epoch) continue;
+      const ref = net.sup.ref<VnicMsg>(vnicChildId(e.desired.id));
+      if (!ref) continue;
+      if (delta && e.seen === net.epoch - 1) ref.cast({ type: "TopologyDelta", delta });
+      else ref.cast({ type: "TopologyChanged", topology: full ??= this.#topology(net) });
+      e.seen = net.epoch;
+    }
+    if (delta && net.desired.isPublic) this.#publishTun();
   }
 
   #networkSupervisor(n: DesiredNetwork): Supervisor {
@@ -455,7 +612,22 @@ export class Fleet {
     if (net.desired.isPublic) this.#publishTun();
   }
 
+  /** Creates or updates a vNIC and, for a new one, waits until its actor runs. */
   async #upsertNic(nic: DesiredNic): Promise<NicStatus> {
+    const opened = await this.#openNic(nic);
+    if (!("entry" in opened)) return opened.status;
+    await this.#startNic(opened.net, opened.entry, this.#syncStarts);
+    return opened.entry.status;
+  }
+
+  /**
+   * The first half of a vNIC's start: updates an existing vNIC (its status is the answer), or
+   * makes a new one's entry and device, whose socket accepts from then on. Throws, with nothing
+   * left behind, when the device cannot be made (a socket path in use, say).
+   */
+  async #openNic(
+    nic: DesiredNic,
+  ): Promise<{ status: NicStatus } | { net: NetworkEntry; entry: NicEntry }> {
     const net = this.#networks.get(nic.networkId);
     if (!net) {
       throw new RemoteError(
@@ -471,54 +643,116 @@ export class Fleet {
       const needsRestart = existing.desired.socketPath !== nic.socketPath ||
         existing.desired.mac !== nic.mac;
       if (!needsRestart) {
+        const ipv6Changed = existing.desired.ipv6 !== nic.ipv6;
         existing.desired = nic;
+        if (ipv6Changed) this.#peerChanged(net, nic.id);
+        // An actor still starting has no ref yet: it is caught up once it runs.
         net.sup.ref<VnicMsg>(vnicChildId(nic.id))?.cast({ type: "NicChanged", nic });
         net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicJoined", nic });
-        return existing.status;
+        return { status: existing.status };
       }
       await this.#removeNic(net, nic.id);
+    }
+    let handle: number;
+    try {
+      handle = this.#opts.devices.open(nic, net.desired.mtu);
+    } catch (e) {
+      throw new RemoteError("failed", `vNIC ${nic.id}: ${(e as Error).message}`);
     }
     const entry: NicEntry = {
       desired: nic,
       status: { id: nic.id, state: "CREATED" },
-      handle: null,
+      handle,
       ring: FrameRing.allocate(RING_SLOTS, net.desired.mtu + RING_FRAME_OVERHEAD),
+      starting: Promise.resolve(),
+      removed: false,
+      spawned: null,
+      seen: null,
     };
     net.nics.set(nic.id, entry);
-    try {
+    // Peers may route to it at once: their frames wait in its ring until its actor runs.
+    this.#peerChanged(net, nic.id);
+    net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicJoined", nic });
+    return { net, entry };
+  }
+
+  /**
+   * The second half of a vNIC's start: its actor, in a Worker (as many at a time as `slots`
+   * allows), adopts the device {@link Fleet.#openNic} made. If the start fails, the vNIC is
+   * forgotten and its device closed (its socket removed), and the error is thrown. A vNIC
+   * removed before its turn is not started.
+   */
+  #startNic(net: NetworkEntry, entry: NicEntry, slots: Slots): Promise<void> {
+    const id = entry.desired.id;
+    const start = slots.run(async () => {
+      if (entry.removed) return;
+      if (this.#down) throw new Error("the dataplane is stopping");
       await net.sup.startChild({
-        id: vnicChildId(nic.id),
+        id: vnicChildId(id),
         restart: "permanent",
-        spawn: () => ({
-          name: `dataplane/net:${net.desired.name}/vnic:${entry.desired.name || entry.desired.id}`,
-          module: VNIC_MODULE,
-          pool: this.#vnicPool,
-          args: {
-            nic: entry.desired,
-            network: net.desired,
-            adoptHandle: entry.handle,
-            topology: this.#topology(net),
-            ring: entry.ring,
-          } satisfies VnicArgs,
-          wake: () => {
-            if (entry.handle !== null) this.#opts.devices.wake(entry.handle);
-          },
-          onEvent: (ev) => this.#onVnicEvent(net, entry, ev as VnicEvent),
-        }),
+        spawn: () => {
+          entry.spawned = { nic: entry.desired, network: net.desired };
+          // In a burst of starts (a restore) an actor starts without the topology, which every
+          // actor of the network then gets once at the burst's end: building it (a ring view
+          // per peer, a route per address) at every start made each start cost O(N).
+          const held = this.#held !== null;
+          entry.seen = held ? null : net.epoch;
+          return {
+            name: `dataplane/net:${net.desired.name}/vnic:${entry.desired.name || id}`,
+            module: this.#vnicModule,
+            pool: this.#vnicPool,
+            args: {
+              nic: entry.desired,
+              network: net.desired,
+              handle: entry.handle!,
+              topology: held
+                ? { routes: [], peers: [], tun: this.#tunLink(net) }
+                : this.#topology(net),
+              ring: entry.ring,
+            } satisfies VnicArgs,
+            wake: () => {
+              if (entry.handle !== null) this.#opts.devices.wake(entry.handle);
+            },
+            onEvent: (ev) => this.#onVnicEvent(net, entry, ev as VnicEvent),
+          };
+        },
+        onStarted: (ref) => this.#catchUp(net, entry, ref as ActorRef<VnicMsg>),
       });
-    } catch (e) {
-      net.nics.delete(nic.id);
-      // A Worker that opened the device and then failed (or ran out of time) was terminated;
-      // its device would keep the socket listening with nobody serving it.
+    }).catch((e) => {
+      if (net.nics.get(id) === entry) {
+        net.nics.delete(id);
+        net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicLeft", id });
+        this.#peerGone(net, id);
+      }
+      // The Worker was terminated; its device would keep the socket accepting with nobody to
+      // serve it.
       if (entry.handle !== null) {
         this.#opts.devices.close(entry.handle);
         entry.handle = null;
-        this.#publishTopology(net);
       }
-      throw new RemoteError("failed", `vNIC ${nic.id}: ${(e as Error).message}`);
+      throw new RemoteError("failed", `vNIC ${id}: ${(e as Error).message}`);
+    });
+    entry.starting = start.catch(() => {});
+    return start;
+  }
+
+  /**
+   * Sends an actor that just (re)started what changed while it was starting: messages to a
+   * vNIC whose actor has no ref yet are not sent, and its arguments were taken at its spawn.
+   */
+  #catchUp(net: NetworkEntry, entry: NicEntry, ref: ActorRef<VnicMsg>): void {
+    const was = entry.spawned;
+    if (!was) return;
+    if (was.nic !== entry.desired) ref.cast({ type: "NicChanged", nic: entry.desired });
+    if (was.network !== net.desired) ref.cast({ type: "NetworkChanged", network: net.desired });
+    if (entry.seen === net.epoch) return;
+    if (this.#held) {
+      // The burst's end brings it (see the actor's spawn).
+      this.#held.add(net);
+      return;
     }
-    net.sup.ref<NetworkMsg>(NETWORK_ACTOR_ID)?.cast({ type: "NicJoined", nic });
-    return entry.status;
+    ref.cast({ type: "TopologyChanged", topology: this.#topology(net) });
+    entry.seen = net.epoch;
   }
 
   #onVnicEvent(net: NetworkEntry, entry: NicEntry, ev: VnicEvent): void {
@@ -526,11 +760,11 @@ export class Fleet {
       case "DeviceOpened":
         if (entry.handle === ev.handle) return;
         entry.handle = ev.handle;
-        this.#publishTopology(net);
+        if (net.nics.get(entry.desired.id) === entry) this.#peerChanged(net, entry.desired.id);
         return;
       case "DeviceClosed":
         entry.handle = null;
-        this.#publishTopology(net);
+        if (net.nics.get(entry.desired.id) === entry) this.#peerChanged(net, entry.desired.id);
         return;
       case "StateChanged": {
         const s = ev.status;
@@ -546,6 +780,10 @@ export class Fleet {
     const entry = net.nics.get(id);
     if (!entry) return;
     net.nics.delete(id);
+    entry.removed = true;
+    this.#peerGone(net, id);
+    // A start under way ends first: the supervisor stops only a child that has started.
+    await entry.starting;
     await net.sup.stopChild(vnicChildId(id));
     // A device whose actor died mid-stop is closed here, so its socket never outlives the row.
     if (entry.handle !== null) this.#opts.devices.close(entry.handle);
@@ -617,6 +855,7 @@ export class Fleet {
       if (current.publishTimer !== null) clearTimeout(current.publishTimer);
       current.publishTimer = null;
       const nics = [...current.nics.values()];
+      await Promise.all(nics.map((e) => e.starting));
       for (const e of nics) if (e.handle !== null) this.#opts.devices.close(e.handle);
       await this.#upsertNetwork(current.desired);
       await this.#holdingTopology(async () => {
@@ -665,6 +904,39 @@ interface PendingRetry {
 const RETRY_FIRST_MS = 1_000;
 const RETRY_MAX_MS = 30_000;
 
+/** A vNIC as its peers route to it. */
+function peerOf(e: NicEntry): Peer {
+  return {
+    id: e.desired.id,
+    mac: e.desired.mac,
+    ipv6: e.desired.ipv6,
+    handle: e.handle,
+    ring: e.ring,
+  };
+}
+
 function vnicChildId(nicId: string): string {
   return `vnic:${nicId}`;
+}
+
+/** Runs at most `count` tasks at a time; the others wait for a slot in arrival order. */
+class Slots {
+  #free: number;
+  #waiting: Array<() => void> = [];
+
+  constructor(count: number) {
+    this.#free = count;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    }
+  }
 }

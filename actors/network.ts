@@ -38,7 +38,16 @@ export interface Member {
 interface NetworkState {
   network: DesiredNetwork;
   members: Map<string, Member>;
+  /** A publication of the routes is due (see {@link PUBLISH_DELAY_MS}). */
+  publishTimer: ReturnType<typeof setTimeout> | null;
 }
+
+/**
+ * Membership changes within this time share one computation and publication of the routes: a
+ * restore or a burst of creates sends a NicJoined per vNIC, and recomputing (and sending) every
+ * route of the network for each cost O(N) per vNIC.
+ */
+const PUBLISH_DELAY_MS = 5;
 
 function member(nic: DesiredNic): Member {
   return {
@@ -49,6 +58,15 @@ function member(nic: DesiredNic): Member {
     routedIpv4Prefixes: nic.routedIpv4Prefixes,
     routedIpv6Prefixes: nic.routedIpv6Prefixes,
   };
+}
+
+/** Publishes the routes after {@link PUBLISH_DELAY_MS}, once for all changes meanwhile. */
+function schedulePublish(state: NetworkState, ctx: ActorContext): void {
+  if (state.publishTimer !== null) return;
+  state.publishTimer = setTimeout(() => {
+    state.publishTimer = null;
+    publishRoutes(state, ctx);
+  }, PUBLISH_DELAY_MS);
 }
 
 /** Recomputes the routes and publishes them; conflicts are logged, never fatal. */
@@ -64,9 +82,10 @@ if (import.meta.main) {
   runActor<NetworkMsg, NetworkState, NetworkArgs>({
     init(args, ctx) {
       ctx.log.debug("network actor started", { nics: args.nics.length });
-      const state = {
+      const state: NetworkState = {
         network: args.network,
         members: new Map(args.nics.map((n) => [n.id, member(n)])),
+        publishTimer: null,
       };
       publishRoutes(state, ctx);
       return state;
@@ -78,11 +97,11 @@ if (import.meta.main) {
           return;
         case "NicJoined":
           state.members.set(msg.nic.id, member(msg.nic));
-          publishRoutes(state, ctx);
+          schedulePublish(state, ctx);
           return;
         case "NicLeft":
           state.members.delete(msg.id);
-          publishRoutes(state, ctx);
+          schedulePublish(state, ctx);
           return;
         case "GetMembers":
           return [...state.members.values()];

@@ -87,3 +87,82 @@ export function buildTable<T>(
   }
   return t;
 }
+
+/** One route of a {@link RouteSet}: its prefix as published, parsed, and the vNIC holding it. */
+export interface RouteSetEntry extends RouteEntry {
+  cidr: Cidr;
+}
+
+/**
+ * A route table kept in step with a network's routes and members, change by change, so that a
+ * vNIC applies a topology change in time (and garbage) proportional to the change, not to the
+ * size of the network. A route whose member is not known stays out of the table until the
+ * member is set; a member's value is what the table answers for its routes.
+ */
+export class RouteSet<T> {
+  /** Every route whose member is known, to that member's value. */
+  readonly table = new RouteTable<T>();
+  #routes = new Map<string, RouteSetEntry>();
+  #byMember = new Map<string, Set<string>>();
+  #members = new Map<string, T>();
+
+  /** The value of member `id`, if it is known. */
+  member(id: string): T | undefined {
+    return this.#members.get(id);
+  }
+
+  /** Known members' values. */
+  members(): IterableIterator<T> {
+    return this.#members.values();
+  }
+
+  /** Known routes, with or without a known member. */
+  routes(): IterableIterator<RouteSetEntry> {
+    return this.#routes.values();
+  }
+
+  /** Adds or replaces member `id`: its routes lead to `value` from now on. */
+  setMember(id: string, value: T): void {
+    this.#members.set(id, value);
+    for (const prefix of this.#byMember.get(id) ?? []) {
+      this.table.insert(this.#routes.get(prefix)!.cidr, value);
+    }
+  }
+
+  /** Removes member `id` and its routes from the table (they return if it is set again). */
+  removeMember(id: string): T | undefined {
+    const value = this.#members.get(id);
+    if (value === undefined) return undefined;
+    this.#members.delete(id);
+    for (const prefix of this.#byMember.get(id) ?? []) {
+      this.table.remove(this.#routes.get(prefix)!.cidr);
+    }
+    return value;
+  }
+
+  /** Routes `prefix` to member `nicId`, moving it from another member; a bad prefix is skipped. */
+  setRoute(prefix: string, nicId: string): void {
+    const old = this.#routes.get(prefix);
+    if (old?.nicId === nicId) return;
+    if (old) this.removeRoute(prefix);
+    const cidr = cidrOf(prefix, prefix.includes(":") ? 6 : 4);
+    if (!cidr) return;
+    this.#routes.set(prefix, { prefix, nicId, cidr });
+    let own = this.#byMember.get(nicId);
+    if (!own) this.#byMember.set(nicId, own = new Set());
+    own.add(prefix);
+    const value = this.#members.get(nicId);
+    if (value !== undefined) this.table.insert(cidr, value);
+  }
+
+  /** Removes the route of `prefix`, if there is one. */
+  removeRoute(prefix: string): void {
+    const old = this.#routes.get(prefix);
+    if (!old) return;
+    this.#routes.delete(prefix);
+    const own = this.#byMember.get(old.nicId)!;
+    own.delete(prefix);
+    if (own.size === 0) this.#byMember.delete(old.nicId);
+    if (this.#members.has(old.nicId)) this.table.remove(old.cidr);
+  }
+}

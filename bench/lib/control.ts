@@ -3,6 +3,11 @@
  * a connection (p50, p99), resident memory per idle vNIC, CPU use of an idle daemon with
  * 64 idle vNICs, and the time a restarted daemon needs until every vNIC's socket accepts
  * again. No VM and no traffic: these are the costs of vNICs that exist.
+ *
+ * A vNIC's socket accepts as soon as its device exists, which the dataplane makes before the
+ * vNIC's actor (its Worker) runs; a VMM that connects earlier waits in the socket. So both
+ * CreateNic and the restart are also measured until the vNIC serves: its actor answered a
+ * vhost-user GET_FEATURES, the first message a VMM sends.
  * @module
  */
 
@@ -11,6 +16,7 @@ import { cpuSeconds, type OurDaemon, rssBytes, startOurDaemon, unixAccepts } fro
 import { sleep, until } from "./proc.ts";
 import { summarize, type Summary } from "./report.ts";
 import { percentile } from "./vm.ts";
+import { decodeHeader, encodeMessage, HEADER_SIZE, Request } from "../../vhost/protocol.ts";
 
 /** Options of {@link runControlBenchmarks}. */
 export interface ControlOptions {
@@ -40,6 +46,12 @@ export interface ControlReport {
   createMs: Summary & { p50: number; p99: number };
   /** The CreateNic call alone (until the API answered), ms. */
   createCallMs: Summary & { p50: number; p99: number };
+  /**
+   * CreateNic call until the vNIC's actor answered a GET_FEATURES, ms (the next create does
+   * not wait for it); vNICs whose answer never came are left out and counted.
+   */
+  createServeMs?: Summary & { p50: number; p99: number };
+  createServeFailures?: number;
   /** CreateNic calls that failed with UNAVAILABLE and were retried (their time counts). */
   createRetries: number;
   idle: IdleCpu;
@@ -56,6 +68,8 @@ export interface ControlReport {
     servingS: number;
     /** Spawn of the new daemon until every vNIC socket accepts, s. */
     allSocketsS: number;
+    /** Spawn of the new daemon until every vNIC's actor answered a GET_FEATURES, s. */
+    allServeS?: number;
     /** Why the restart gave no figure, if it did not. */
     failed?: string;
   };
@@ -67,6 +81,42 @@ const CREATE_ATTEMPTS = 3;
 
 /** Time a restarted daemon gets to restore every vNIC. */
 const RESTORE_TIMEOUT_MS = 600_000;
+/** Time a vNIC's actor gets to answer a VMM's first message. */
+const SERVE_TIMEOUT_MS = 60_000;
+
+/**
+ * Connects to a vNIC's socket as a VMM does and waits for the answer to GET_FEATURES: true
+ * once the vNIC serves, false if the socket refused or no answer came within `timeoutMs`.
+ */
+async function vhostAnswers(path: string, timeoutMs: number): Promise<boolean> {
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path });
+  } catch {
+    return false;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await conn.write(encodeMessage(Request.GET_FEATURES, 0, new Uint8Array(0)));
+    const buf = new Uint8Array(HEADER_SIZE + 8);
+    const answer = (async () => {
+      let got = 0;
+      while (got < HEADER_SIZE) {
+        const n = await conn.read(buf.subarray(got));
+        if (n === null) return false;
+        got += n;
+      }
+      return decodeHeader(buf).request === Request.GET_FEATURES;
+    })().catch(() => false);
+    const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    return await Promise.race([answer, late]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+    conn.close();
+  }
+}
 
 function pctSummary(v: number[]): Summary & { p50: number; p99: number } {
   const s = [...v].sort((a, b) => a - b);
@@ -104,6 +154,8 @@ export async function runControlBenchmarks(o: ControlOptions): Promise<ControlRe
     const before = processRss(d);
     const total: number[] = [];
     const call: number[] = [];
+    // Until each vNIC serves, measured without holding up the next create.
+    const serves: Promise<number | null>[] = [];
     const sockets: string[] = [];
     let idle: IdleCpu | null = null;
     let retries = 0;
@@ -128,9 +180,24 @@ export async function runControlBenchmarks(o: ControlOptions): Promise<ControlRe
       total.push(performance.now() - t0);
       call.push(t1 - t0);
       sockets.push(nic.socket_path);
-      if (i + 1 === o.idleNics) idle = await measureIdle(d, i + 1, o.idleSeconds);
+      serves.push(
+        vhostAnswers(nic.socket_path, SERVE_TIMEOUT_MS).then((ok) =>
+          ok ? performance.now() - t0 : null
+        ),
+      );
+      if (i + 1 === o.idleNics) {
+        await Promise.all(serves);
+        idle = await measureIdle(d, i + 1, o.idleSeconds);
+      }
       if ((i + 1) % 64 === 0) o.log(`control: ${i + 1} vNICs`);
     }
+    const served = await Promise.all(serves);
+    const serveMs = served.filter((x): x is number => x !== null);
+    o.log(
+      `control: CreateNic until the vNIC serves: p50 ${
+        percentile([...serveMs].sort((a, b) => a - b), 50).toFixed(1)
+      } ms (${served.length - serveMs.length} never answered)`,
+    );
     idle ??= await measureIdle(d, o.nics, o.idleSeconds);
     o.log(`control: idle CPU ${idle.totalPct.toFixed(2)} % of a core with ${idle.nics} vNICs`);
     await sleep(1_000);
@@ -169,12 +236,26 @@ export async function runControlBenchmarks(o: ControlOptions): Promise<ControlRe
         10,
       );
       const allSocketsS = (performance.now() - t0) / 1000;
-      await waitServing(d.target, RESTORE_TIMEOUT_MS);
-      restart = { allSocketsS, servingS: (performance.now() - t0) / 1000 };
+      // Measured beside the probes below; NaN if the api never serves.
+      const apiServes = waitServing(d.target, RESTORE_TIMEOUT_MS).then(
+        () => (performance.now() - t0) / 1000,
+        () => NaN,
+      );
+      // One VMM-like connection per vNIC, answered once its actor runs; a refused one (a
+      // rebuilt network re-creating its socket) is tried again.
+      await Promise.all(sockets.map(async (p) => {
+        const end = performance.now() + RESTORE_TIMEOUT_MS;
+        while (!(await vhostAnswers(p, SERVE_TIMEOUT_MS))) {
+          if (performance.now() > end) throw new Error(`vNIC ${p} did not serve after the restart`);
+          await sleep(50);
+        }
+      }));
+      const allServeS = (performance.now() - t0) / 1000;
+      restart = { allSocketsS, allServeS, servingS: await apiServes };
       o.log(
         `control: restart with ${o.nics} vNICs: all sockets accept after ${
           allSocketsS.toFixed(2)
-        } s`,
+        } s, all vNICs serve after ${allServeS.toFixed(2)} s`,
       );
     } catch (e) {
       restart = { allSocketsS: NaN, servingS: NaN, failed: (e as Error).message.split("\n")[0] };
@@ -184,6 +265,8 @@ export async function runControlBenchmarks(o: ControlOptions): Promise<ControlRe
       options: { nics: o.nics, idleNics: o.idleNics, idleSeconds: o.idleSeconds },
       createMs: pctSummary(total),
       createCallMs: pctSummary(call),
+      createServeMs: serveMs.length ? pctSummary(serveMs) : undefined,
+      createServeFailures: served.length - serveMs.length,
       createRetries: retries,
       idle,
       rss: {
