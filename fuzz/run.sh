@@ -5,7 +5,7 @@
 #   fuzz/run.sh                  # every target, 60 s each
 #   fuzz/run.sh -t 600 dhcpv6    # one target, 10 minutes
 #
-# Targets: vring (C, libFuzzer + ASan/UBSan) and, in JavaScript with Jazzer.js (libFuzzer):
+# Targets: vring and fastpath (C, libFuzzer + ASan/UBSan) and, in JavaScript with Jazzer.js (libFuzzer):
 # arp ipv4 ipv6 dhcpv4 dhcpv6 ndp gateway vhost_message. New inputs go to
 # build/fuzz-corpus/<target>/, findings to build/fuzz-artifacts/<target>/; the committed seeds
 # are fuzz/corpus/<target>/ (merge new inputs in with -merge=1 when they add coverage).
@@ -19,7 +19,7 @@ if [ "${1:-}" = "-t" ]; then
 fi
 js_targets=(arp ipv4 ipv6 dhcpv4 dhcpv6 ndp gateway vhost_message)
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(vring "${js_targets[@]}")
+[ "${#targets[@]}" -gt 0 ] || targets=(vring fastpath "${js_targets[@]}")
 
 fuzz/build.sh
 fuzz/js/build.sh
@@ -34,8 +34,8 @@ for t in "${targets[@]}"; do
   common=(-max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1
     -artifact_prefix="$artifacts")
   set +e
-  if [ "$t" = vring ]; then
-    build/fuzz_vring "${common[@]}" "$corpus" "fuzz/corpus/$t" >"$log" 2>&1
+  if [ "$t" = vring ] || [ "$t" = fastpath ]; then
+    "build/fuzz_$t" "${common[@]}" "$corpus" "fuzz/corpus/$t" >"$log" 2>&1
   else
     (cd build/fuzz-js && node_modules/.bin/jazzer "targets/$t.js" "$root/$corpus" \
       "$root/fuzz/corpus/$t" --sync -- "${common[@]}") >"$log" 2>&1
