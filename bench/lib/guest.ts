@@ -10,7 +10,7 @@
  * @module
  */
 
-import { Proc, shellQuote } from "./proc.ts";
+import { exists, Proc, shellQuote } from "./proc.ts";
 import { track, untrack } from "./registry.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -49,15 +49,6 @@ export function guestAvailable(): string | null {
   const path = (Deno.env.get("PATH") ?? "").split(":");
   if (!path.some((d) => exists(`${d}/${QEMU}`))) return `${QEMU} is not installed`;
   return null;
-}
-
-function exists(p: string): boolean {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function qemuArgs(spec: GuestSpec): string[] {

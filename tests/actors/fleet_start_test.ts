@@ -13,6 +13,7 @@ import { configureLogging, createLogger } from "../../daemon/log.ts";
 import type { DesiredNetwork, DesiredNic, NicStatus } from "../../daemon/protocol.ts";
 import { decodeHeader, encodeMessage, HEADER_SIZE, Request } from "../../vhost/protocol.ts";
 import { unixAccepts, until, withTimeout } from "../helpers/wait.ts";
+import { exists } from "../helpers/proc.ts";
 import { GATE_ENV, GATE_FAIL, type KnownTopology } from "./fixtures/gated_vnic.ts";
 
 const GATED_VNIC = new URL("./fixtures/gated_vnic.ts", import.meta.url);
@@ -49,15 +50,6 @@ function nic(dir: string, n: number): DesiredNic {
     securityGroupIds: [],
     rules: [],
   };
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 interface Harness extends AsyncDisposable {

@@ -10,19 +10,10 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { alive } from "../../bench/lib/proc.ts";
+import { alive, exists } from "../../bench/lib/proc.ts";
 import { guestAvailable } from "../../bench/lib/guest.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Runs a command with a time limit; SIGTERM (the harness cleans up), then SIGKILL, by PID. */
 async function run(

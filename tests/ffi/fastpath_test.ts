@@ -327,15 +327,30 @@ function sample(rand: () => number): { frame: Uint8Array; meta: Uint8Array; base
   return { frame: f, meta, base: false };
 }
 
-Deno.test("fast path: takes exactly what the router would deliver, leaves the rest in order", () => {
+/** A sending vNIC `a` and its peer `b`, each with an in-thread frontend, and a table that routes
+ * to `b` through `ring`. */
+function pair() {
   const a = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
   const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  const sab = smallRing(64);
+  return {
+    a,
+    b,
+    ring: new FrameRing(sab),
+    table: tableFor(b.r.dev.handle, sab),
+    batch: new FrameBatch(64),
+    res: new Uint32Array(3),
+    close() {
+      a.r.close();
+      b.r.close();
+    },
+  };
+}
+
+Deno.test("fast path: takes exactly what the router would deliver, leaves the rest in order", () => {
+  const p = pair();
+  const { a, ring, table, batch, res } = p;
   try {
-    const sab = smallRing(64);
-    const ring = new FrameRing(sab);
-    const table = tableFor(b.r.dev.handle, sab);
-    const batch = new FrameBatch(64);
-    const res = new Uint32Array(3);
     const rand = prng(0x5eed);
     let taken = 0, baseSeen = 0, left = 0;
     const BURSTS = 40, PER_BURST = 24;
@@ -382,8 +397,7 @@ Deno.test("fast path: takes exactly what the router would deliver, leaves the re
     assert(taken >= baseSeen, "every valid frame to the peer went the fast way");
     assertEquals(a.r.dev.counters().tx_packets, BURSTS * PER_BURST);
   } finally {
-    a.r.close();
-    b.r.close();
+    p.close();
   }
 });
 
@@ -531,14 +545,9 @@ Deno.test("poll with the inbound ring: a frame is reported at once, a running ow
 });
 
 Deno.test("fast path: straight into the peer's guest when it allows it and its ring is empty", () => {
-  const a = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
-  const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  const p = pair();
+  const { a, b, ring, table, batch, res } = p;
   try {
-    const sab = smallRing(64);
-    const ring = new FrameRing(sab);
-    const table = tableFor(b.r.dev.handle, sab);
-    const batch = new FrameBatch(64);
-    const res = new Uint32Array(3);
     const rand = prng(11);
     const send = (n: number) => {
       const frames = Array.from({ length: n }, () => base4(rand));
@@ -583,8 +592,7 @@ Deno.test("fast path: straight into the peer's guest when it allows it and its r
     assertEquals([res[0], res[2]], [2, 0]);
     assertEquals(ringFrames().length, 2);
   } finally {
-    a.r.close();
-    b.r.close();
+    p.close();
   }
 });
 

@@ -16,6 +16,7 @@ import {
   vringFilePayload,
 } from "../../vhost/protocol.ts";
 import { testFrame, TXQ } from "../harness/frontend.ts";
+import { exists } from "../helpers/proc.ts";
 import { ALL_FEATURES, ALL_PROTOCOL_FEATURES, rig, running, TEST_MAC } from "../harness/setup.ts";
 
 const ACK = bit(ProtocolFeature.REPLY_ACK);
@@ -414,12 +415,3 @@ Deno.test("rings of different sizes and a queue size of 1", () => {
     }
   }
 });
-
-function exists(p: string): boolean {
-  try {
-    Deno.lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
