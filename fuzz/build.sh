@@ -12,7 +12,7 @@ build() {
   local out="$1"
   shift
   local stamp
-  stamp="$({ cat "$@" ffi/*.h ffi/fastpath.c ffi/fring.c "${BASH_SOURCE[0]}"; "$CLANG" --version | head -1; } |
+  stamp="$({ cat "$@" ffi/*.h fuzz/input.h ffi/fastpath.c ffi/fring.c "${BASH_SOURCE[0]}"; "$CLANG" --version | head -1; } |
     sha256sum | cut -d' ' -f1)"
   if [ -x "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
     return 0

@@ -10,30 +10,13 @@
 #include <stdlib.h>
 
 #include "../ffi/fring.h"
+#include "input.h"
 
 #define MAX_FRAMES 8
 #define MAX_ENTRIES 4
 #define RING_SLOTS 16u
 #define RING_SLOT_BYTES 128u
 
-struct input {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint64_t take(struct input *in, unsigned bytes)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < bytes; i++) {
-		uint8_t b = 0;
-		if (in->n > 0) {
-			b = *in->p++;
-			in->n--;
-		}
-		v |= (uint64_t)b << (8 * i);
-	}
-	return v;
-}
 
 static void take_bytes(struct input *in, uint8_t *dst, size_t len)
 {

@@ -9,27 +9,10 @@
 
 #include "../ffi/mem.h"
 #include "../ffi/vring.h"
+#include "input.h"
 
 #define ARENA_SIZE (64 * 1024)
 
-struct input {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint64_t take(struct input *in, unsigned bytes)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < bytes; i++) {
-		uint8_t b = 0;
-		if (in->n > 0) {
-			b = *in->p++;
-			in->n--;
-		}
-		v |= (uint64_t)b << (8 * i);
-	}
-	return v;
-}
 
 static _Alignas(64) uint8_t arena[ARENA_SIZE];
 static uint8_t out[4 + MVN_MAX_FRAME + 4096];

@@ -13,7 +13,7 @@ import { configureLogging, createLogger } from "../../daemon/log.ts";
 import type { DesiredNetwork, DesiredNic, NicStatus } from "../../daemon/protocol.ts";
 import { decodeHeader, encodeMessage, HEADER_SIZE, Request } from "../../vhost/protocol.ts";
 import { unixAccepts, until, withTimeout } from "../helpers/wait.ts";
-import { exists } from "../helpers/proc.ts";
+import { exists } from "../../bench/lib/proc.ts";
 import { GATE_ENV, GATE_FAIL, type KnownTopology } from "./fixtures/gated_vnic.ts";
 
 const GATED_VNIC = new URL("./fixtures/gated_vnic.ts", import.meta.url);

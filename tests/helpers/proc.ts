@@ -11,13 +11,3 @@ export function statusKib(pid: number, field: string): number {
   if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
   return Number(m[1]);
 }
-
-/** True if `path` exists (any file type, sockets included). */
-export function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

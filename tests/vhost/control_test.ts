@@ -16,7 +16,7 @@ import {
   vringFilePayload,
 } from "../../vhost/protocol.ts";
 import { testFrame, TXQ } from "../harness/frontend.ts";
-import { exists } from "../helpers/proc.ts";
+import { exists } from "../../bench/lib/proc.ts";
 import { ALL_FEATURES, ALL_PROTOCOL_FEATURES, rig, running, TEST_MAC } from "../harness/setup.ts";
 
 const ACK = bit(ProtocolFeature.REPLY_ACK);
