@@ -11,15 +11,16 @@
  * other frame is left, in order, in the burst for the TypeScript path, which decides,
  * answers, counts and drops exactly as before. The table is built by routing/fast_table.ts.
  *
- * A taken frame goes straight into the peer's guest (direct.h) when the peer allows it and
- * its inbound ring is empty, else into that ring for the peer's own loop. Frames this path
+ * A taken frame goes straight into the peer's guest (direct.h) when the peer allows it, its
+ * inbound ring is empty and its guest negotiated the frame's offloads, else into that ring for
+ * the peer's own loop. Frames this path
  * takes may overtake frames of the same burst left to TypeScript (those with offloads, or
  * anything TypeScript must look at), never frames of earlier bursts.
  *
- * Table layout (little-endian): a header of MVN_FWD_HEADER bytes
+ * Table layout (little-endian): a header of FWD_HEADER bytes
  *   [u32 version][u32 flags][u32 mtu][u32 count][own MAC 6][gateway MAC 6][own IPv4 4]
  *   [own IPv6 16][16 reserved]
- * then count entries of MVN_FWD_ENTRY bytes, sorted by (family, address):
+ * then count entries of FWD_ENTRY bytes, sorted by (family, address):
  *   [u8 family 4|6][3 pad][i32 peer device][address 16, IPv4 in the first 4][MAC 6][2 pad]
  *   [u64 ring address][u64 ring length]
  * The rings are SharedArrayBuffers the caller keeps alive while it passes the table. */
