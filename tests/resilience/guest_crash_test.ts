@@ -131,7 +131,7 @@ Deno.test({
             "vNIC actor crash",
             `vnic:${nicA.id}`,
             nicB.ipv4_address,
-            /vnic:a\] adopted live device/,
+            /vnic:a\] adopted a connected device/,
           );
           // The address from the first DHCP exchange is still in place and in use.
           const addr = await ok(a, "ip -4 -o addr show dev eth0");
