@@ -398,8 +398,8 @@ function forwardContext(
   };
 }
 
-function bump(counts: Record<string, number>, reason: string): void {
-  counts[reason] = (counts[reason] ?? 0) + 1;
+function bump(counts: Record<string, number>, reason: string, n = 1): void {
+  counts[reason] = (counts[reason] ?? 0) + n;
 }
 
 /** True when the frame is of a family the network does not have: nothing may answer it. */
@@ -522,9 +522,7 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
         dev.receiveForwarding(tx, state.fast.bytes, fastRes);
         state.fastForwarded += fastRes[0];
         state.fastDirect += fastRes[2];
-        if (fastRes[1]) {
-          state.routeDrops.peer_ring_full = (state.routeDrops.peer_ring_full ?? 0) + fastRes[1];
-        }
+        if (fastRes[1]) bump(state.routeDrops, "peer_ring_full", fastRes[1]);
       }
       handleTx(state, tx, out, wake, wakeTun);
       for (const h of wake) VhostNetDevice.notify(h);

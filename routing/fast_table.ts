@@ -23,6 +23,7 @@
  */
 
 import {
+  bytesEqual,
   IPV4_LEN,
   IPV6_LEN,
   isIpv6LinkLocal,
@@ -78,21 +79,15 @@ export interface FastPeer {
   ringLen: number;
 }
 
-function equal(a: Uint8Array, b: Uint8Array | null): boolean {
-  if (!b || a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /** True when frames to `addr` are the router's to deliver to a peer without a question. */
 export function fastEligible(addr: Uint8Array, src: FastSource): boolean {
   if (addr.length === IPV4_LEN) {
-    return addr[0] !== 0 && addr[0] < IPV4_MULTICAST_FIRST && !equal(addr, GATEWAY_IPV4) &&
-      !equal(addr, src.ipv4);
+    return addr[0] !== 0 && addr[0] < IPV4_MULTICAST_FIRST && !bytesEqual(addr, GATEWAY_IPV4) &&
+      !(src.ipv4 && bytesEqual(addr, src.ipv4));
   }
   if (addr.length !== IPV6_LEN) return false;
-  return !isIpv6Multicast(addr) && !isIpv6LinkLocal(addr) && !equal(addr, GATEWAY_IPV6) &&
-    !equal(addr, src.ipv6);
+  return !isIpv6Multicast(addr) && !isIpv6LinkLocal(addr) && !bytesEqual(addr, GATEWAY_IPV6) &&
+    !(src.ipv6 && bytesEqual(addr, src.ipv6));
 }
 
 /** Orders entries as the shim's binary search does: family, then the 16 address bytes. */

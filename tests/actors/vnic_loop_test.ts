@@ -12,6 +12,8 @@ import { Frontend, TXQ } from "../harness/frontend.ts";
 import { ALL_FEATURES, ALL_PROTOCOL_FEATURES } from "../harness/setup.ts";
 import { numberedFrame, numberOf } from "../harness/numbered_frames.ts";
 import { parseIpv4, parseMac } from "../../wire/mod.ts";
+import { internetChecksum } from "../../wire/checksum.ts";
+import { write16 } from "../../wire/bytes.ts";
 
 const NETWORK = "loop";
 const UDP_PORT = 9100;
@@ -72,12 +74,8 @@ function withIpOption(frame: Uint8Array): Uint8Array {
   const total = ((out[IP + 2] << 8) | out[IP + 3]) + OPTION;
   out[IP + 2] = total >> 8;
   out[IP + 3] = total & 0xff;
-  out[IP + 10] = out[IP + 11] = 0;
-  let sum = 0;
-  for (let i = 0; i < 24; i += 2) sum += (out[IP + i] << 8) | out[IP + i + 1];
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  out[IP + 10] = (~sum >> 8) & 0xff;
-  out[IP + 11] = ~sum & 0xff;
+  write16(out, IP + 10, 0);
+  write16(out, IP + 10, internetChecksum(out.subarray(IP, IP + 20 + OPTION)));
   return out;
 }
 

@@ -21,6 +21,8 @@ import { GATEWAY_IPV4, GATEWAY_IPV6, GATEWAY_MAC } from "../../services/context.
 import { ipv4Frame, ipv4UdpFrame, ipv6Frame } from "../../services/frames.ts";
 import { type Cidr, parseCidr, parseIpv4, parseIpv6, parseMac } from "../../wire/addr.ts";
 import { WireError } from "../../wire/error.ts";
+import { internetChecksum } from "../../wire/checksum.ts";
+import { write16 } from "../../wire/bytes.ts";
 
 const mac = (s: string) => parseMac(s) as Uint8Array;
 const ip4 = (s: string) => parseIpv4(s) as Uint8Array;
@@ -171,13 +173,8 @@ function tcpOffloaded(v6: boolean, gso: boolean, rand: () => number) {
 /** Recomputes an IPv4 header checksum after a mutation that should not be caught by it. */
 function fixChecksum(f: Uint8Array): void {
   const ihl = (f[14] & 0x0f) * 4;
-  f[24] = f[25] = 0;
-  let sum = 0;
-  for (let i = 0; i < ihl; i += 2) sum += (f[14 + i] << 8) | (f[15 + i] ?? 0);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  const c = ~sum & 0xffff;
-  f[24] = c >> 8;
-  f[25] = c & 0xff;
+  write16(f, 24, 0);
+  write16(f, 24, internetChecksum(f.subarray(14, 14 + ihl)));
 }
 
 /** One frame: a valid one to the peer, or one with a single thing changed that may or may not
