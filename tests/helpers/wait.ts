@@ -9,11 +9,12 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Waits until `fn` returns a truthy value, polling every 20 ms; throws after `timeoutMs`. */
+/** Waits until `fn` returns a truthy value, polling every `intervalMs`; throws after `timeoutMs`. */
 export async function until<T>(
   fn: () => T | Promise<T>,
   timeoutMs: number,
   what: string,
+  intervalMs = 20,
 ): Promise<NonNullable<T>> {
   const end = performance.now() + timeoutMs;
   for (;;) {
@@ -22,7 +23,7 @@ export async function until<T>(
     if (performance.now() > end) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     }
-    await sleep(20);
+    await sleep(intervalMs);
   }
 }
 
