@@ -16,6 +16,9 @@ import type { NicStatus, Request, Response } from "../daemon/protocol.ts";
 import { parentGone } from "../daemon/process_supervisor.ts";
 import { Fleet } from "./fleet.ts";
 import { nativeDeviceControl } from "./vnic.ts";
+import { libraryPath } from "../ffi/binding.ts";
+import { VNIC_BUNDLE_ENV } from "../daemon/bundle.ts";
+import { pathToFileURL } from "node:url";
 
 const startedAt = performance.now();
 /** Set to "1" (tests only) to let the control socket's InjectFault crash actors. */
@@ -103,6 +106,27 @@ async function claimControlSocket(path: string, log: Logger): Promise<void> {
   }
 }
 
+/**
+ * The vNIC actor's module: the root's bundle (daemon/bundle.ts) when it made one, else the
+ * TypeScript module. The bundle lives in the data directory, so the shim's path, which the
+ * binding finds relative to its own module, is passed to the Workers through the environment.
+ */
+function vnicModule(log: Logger): URL | undefined {
+  const bundle = Deno.env.get(VNIC_BUNDLE_ENV);
+  if (!bundle) return undefined;
+  try {
+    Deno.statSync(bundle);
+  } catch (e) {
+    log.warn("vNIC actor bundle missing; vNICs load the TypeScript modules", {
+      path: bundle,
+      error: (e as Error).message,
+    });
+    return undefined;
+  }
+  if (!Deno.env.get("MVIRT_NET_SHIM_PATH")) Deno.env.set("MVIRT_NET_SHIM_PATH", libraryPath());
+  return pathToFileURL(bundle);
+}
+
 /** Runs the dataplane until told to stop. */
 export async function runDataplane(cfg: Config): Promise<number> {
   configureLogging({ level: cfg.logLevel, format: cfg.logFormat });
@@ -116,6 +140,7 @@ export async function runDataplane(cfg: Config): Promise<number> {
   const link: { api: Channel | null } = { api: null };
   const fleet = new Fleet({
     log,
+    vnicModule: vnicModule(log),
     devices: nativeDeviceControl(),
     onNicStatus: (status: NicStatus) => link.api?.emit({ type: "NicStateChanged", status }),
     onEscalate: (reason) => {

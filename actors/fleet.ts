@@ -178,6 +178,7 @@ export class Fleet {
     // ring is allocated, so that rings are resident only where frames wrote them.
     native();
     this.#vnicModule = opts.vnicModule ?? VNIC_MODULE;
+    opts.log.info("vNIC actor module", { module: this.#vnicModule.href });
     this.#vnicPool = new WorkerPool({
       module: this.#vnicModule,
       size: VNIC_POOL_SIZE,

@@ -12,27 +12,30 @@ import { CHILD_CONFIG_ENV, type Config, ConfigError, parseArgs, usage } from "./
 import { configureLogging, createLogger } from "./log.ts";
 import { type ProcessLimits, type ProcessSpec, ProcessSupervisor } from "./process_supervisor.ts";
 import { checkSocketGroup } from "./socket_access.ts";
+import { bundleVnicActor, VNIC_BUNDLE_ENV } from "./bundle.ts";
 
 const ROOT_DIR = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /**
  * V8 flags of the dataplane process (see `childSpecs`). `--expose-gc`: actors release deleted
- * vNICs' rings with explicit collections (actors/reclaim.ts).
+ * vNICs' rings with explicit collections (actors/reclaim.ts). `--max-semi-space-size=1`: V8 grows
+ * each isolate's young generation up to 8 MiB semi-spaces; an idle vNIC does not need that.
+ * `--no-short-builtin-calls`: by default V8 maps its embedded builtins once more into every
+ * isolate's code range (1.6 MiB resident per Worker, measured), for calls a few bytes shorter.
+ * Both are measured in docs/performance-control.md. No heap limit: that would turn a large state
+ * into a crash.
  */
-const DATAPLANE_V8_FLAGS = ["--max-semi-space-size=1", "--expose-gc"];
+const DATAPLANE_V8_FLAGS = ["--max-semi-space-size=1", "--no-short-builtin-calls", "--expose-gc"];
 /** Exit code of a configuration error (as for a bad flag). */
 const CONFIG_EXIT_CODE = 2;
 
 /** Permission flags of each child, with the reason for each in docs and README. */
-export function childSpecs(cfg: Config): ProcessSpec[] {
+export function childSpecs(cfg: Config, vnicBundle: string | null = null): ProcessSpec[] {
   const env: Record<string, string> = {
     [CHILD_CONFIG_ENV]: JSON.stringify(cfg),
     MVIRT_NET_LOG_LEVEL: cfg.logLevel,
     MVIRT_NET_LOG_FORMAT: cfg.logFormat,
   };
   const common = ["run", "--no-prompt", `--config=${ROOT_DIR}/deno.json`];
-  // Every vNIC is a V8 isolate: a young generation capped at 1 MiB semi-spaces (V8 grows it up
-  // to 8 MiB each) saves about 1 MiB per idle vNIC with no loss of packet rate we could measure
-  // (docs/performance-control.md). No heap limit: that would turn a large state into a crash.
   const dataplaneV8 = `--v8-flags=${DATAPLANE_V8_FLAGS.join(",")}`;
   const writeDirs = [cfg.dataDir, cfg.socketDir];
   if (cfg.listen.kind === "unix") writeDirs.push(dirOf(cfg.listen.path));
@@ -54,7 +57,7 @@ export function childSpecs(cfg: Config): ProcessSpec[] {
         "--allow-sys",
         `${ROOT_DIR}/actors/dataplane.ts`,
       ],
-      env,
+      env: vnicBundle ? { ...env, [VNIC_BUNDLE_ENV]: vnicBundle } : env,
     },
     {
       role: "api",
@@ -113,7 +116,8 @@ export async function runRoot(cfg: Config, limits?: Partial<ProcessLimits>): Pro
     dataDir: cfg.dataDir,
     tun: cfg.tun ? cfg.tunName : "off",
   });
-  for (const spec of childSpecs(cfg)) sup.start(spec);
+  const vnicBundle = await bundleVnicActor(cfg.dataDir, log);
+  for (const spec of childSpecs(cfg, vnicBundle)) sup.start(spec);
   const code = await done.promise;
   await sup.shutdown();
   for (const [sig, fn] of handlers) Deno.removeSignalListener(sig, fn);

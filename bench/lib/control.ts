@@ -16,7 +16,7 @@ import { cpuSeconds, type OurDaemon, rssBytes, startOurDaemon, unixAccepts } fro
 import { sleep, until } from "./proc.ts";
 import { summarize, type Summary } from "./report.ts";
 import { percentile } from "./vm.ts";
-import { decodeHeader, encodeMessage, HEADER_SIZE, Request } from "../../vhost/protocol.ts";
+import { vhostAnswers } from "../../vhost/probe.ts";
 
 /** Options of {@link runControlBenchmarks}. */
 export interface ControlOptions {
@@ -83,40 +83,6 @@ const CREATE_ATTEMPTS = 3;
 const RESTORE_TIMEOUT_MS = 600_000;
 /** Time a vNIC's actor gets to answer a VMM's first message. */
 const SERVE_TIMEOUT_MS = 60_000;
-
-/**
- * Connects to a vNIC's socket as a VMM does and waits for the answer to GET_FEATURES: true
- * once the vNIC serves, false if the socket refused or no answer came within `timeoutMs`.
- */
-async function vhostAnswers(path: string, timeoutMs: number): Promise<boolean> {
-  let conn: Deno.UnixConn;
-  try {
-    conn = await Deno.connect({ transport: "unix", path });
-  } catch {
-    return false;
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await conn.write(encodeMessage(Request.GET_FEATURES, 0, new Uint8Array(0)));
-    const buf = new Uint8Array(HEADER_SIZE + 8);
-    const answer = (async () => {
-      let got = 0;
-      while (got < HEADER_SIZE) {
-        const n = await conn.read(buf.subarray(got));
-        if (n === null) return false;
-        got += n;
-      }
-      return decodeHeader(buf).request === Request.GET_FEATURES;
-    })().catch(() => false);
-    const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
-    return await Promise.race([answer, late]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
-    conn.close();
-  }
-}
 
 function pctSummary(v: number[]): Summary & { p50: number; p99: number } {
   const s = [...v].sort((a, b) => a - b);
