@@ -109,17 +109,12 @@ static bool eq16(const uint8_t *a, const uint8_t *b)
 }
 
 /* Orders 16-byte addresses as memcmp does (bytes big-endian first). */
-static int cmp16(const uint8_t *a, const uint8_t *b)
+/* 8 bytes at p as a big-endian number: comparing two of them compares the bytes in order. */
+static inline uint64_t load_be64(const uint8_t *p)
 {
-	uint64_t x[2], y[2];
-	memcpy(x, a, 16);
-	memcpy(y, b, 16);
-	for (int i = 0; i < 2; i++) {
-		uint64_t p = __builtin_bswap64(x[i]), q = __builtin_bswap64(y[i]);
-		if (p != q)
-			return p < q ? -1 : 1;
-	}
-	return 0;
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return __builtin_bswap64(v);
 }
 
 static bool table_open(struct fwd_table *t, const uint8_t *p, uint32_t len)
@@ -139,19 +134,33 @@ static bool table_open(struct fwd_table *t, const uint8_t *p, uint32_t len)
 	return true;
 }
 
-/* Binary search by (family, address); addr has 4 or 16 bytes as family says. */
+/*
+ * Binary search by (family, address); addr has 4 or 16 bytes as family says. An entry holds
+ * its address in 16 bytes (an IPv4 address first, then zeros). The key is kept in registers:
+ * building it in a stack buffer and reading it back in wider loads stalled on store forwarding
+ * (7 % of the 64-byte loop's samples on one instruction).
+ */
 static bool table_find(const struct fwd_table *t, uint8_t family, const uint8_t *addr,
 		       struct fwd_entry *out)
 {
-	uint8_t key[17] = { family };
-	memcpy(key + 1, addr, family == 4 ? 4 : 16);
+	uint64_t khi, klo = 0;
+	if (family == 4) {
+		uint32_t a;
+		memcpy(&a, addr, 4);
+		khi = (uint64_t)__builtin_bswap32(a) << 32;
+	} else {
+		khi = load_be64(addr);
+		klo = load_be64(addr + 8);
+	}
 	uint32_t lo = 0, hi = t->count;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		const uint8_t *e = t->entries + (uint64_t)mid * FWD_ENTRY;
-		int c = (int)e[0] - (int)key[0];
-		if (c == 0)
-			c = cmp16(e + 8, key + 1);
+		int c = (int)e[0] - (int)family;
+		if (c == 0) {
+			uint64_t ehi = load_be64(e + 8), elo = load_be64(e + 16);
+			c = ehi != khi ? (ehi < khi ? -1 : 1) : elo != klo ? (elo < klo ? -1 : 1) : 0;
+		}
 		if (c == 0) {
 			int32_t h;
 			uint64_t ring, ring_len;

@@ -369,6 +369,55 @@ static uint16_t next_head(struct mvn_vring *vr)
 	return head;
 }
 
+/*
+ * Cache hints for the chains a burst is about to take. The guest's core wrote the avail
+ * entries, descriptors and buffers last, so the first touch of each waits for a line from
+ * another core; that wait was most of a small frame's cost (the copies' first loads and stores
+ * held 87 % of memmove's samples in the 64-byte loop). Two stages ahead of the chain being
+ * walked: the descriptor of the entry PREFETCH_DESC_AHEAD on, and the buffer of the entry
+ * PREFETCH_BUF_AHEAD on, whose descriptor the first stage asked for earlier.
+ *
+ * Nothing read here is relied on: walk_chain reads and checks every descriptor again, and a
+ * prefetch cannot fault whatever the address. Only direct (non-indirect) heads are followed,
+ * and only the first two lines of a buffer: the hardware prefetcher takes a long copy on.
+ */
+#define PREFETCH_DESC_AHEAD 4u
+#define PREFETCH_BUF_AHEAD 2u
+
+static void prefetch_ahead(const struct mvn_vring *vr, const struct mvn_vring_env *env,
+			   uint16_t avail, uint16_t pos, int write)
+{
+	uint16_t left = (uint16_t)(avail - pos);
+	if (left > PREFETCH_DESC_AHEAD) {
+		uint16_t h = load16(vr->avail + 4 + 2 * (size_t)((uint16_t)(pos + PREFETCH_DESC_AHEAD) %
+								  vr->num));
+		if (h < vr->num)
+			__builtin_prefetch(vr->desc + (size_t)h * DESC_SIZE, 0, 3);
+	}
+	if (left > PREFETCH_BUF_AHEAD) {
+		uint16_t h = load16(vr->avail + 4 + 2 * (size_t)((uint16_t)(pos + PREFETCH_BUF_AHEAD) %
+								  vr->num));
+		if (h >= vr->num)
+			return;
+		struct desc d;
+		memcpy(&d, vr->desc + (size_t)h * DESC_SIZE, sizeof(d));
+		if ((d.flags & DESC_F_INDIRECT) != 0 || d.len == 0)
+			return;
+		uint8_t *p = mvn_mem_gpa_ptr(env->mem, d.addr, d.len < 128 ? d.len : 128);
+		if (p == NULL)
+			return;
+		if (write) {
+			__builtin_prefetch(p, 1, 3);
+			if (d.len > 64)
+				__builtin_prefetch(p + 64, 1, 3);
+		} else {
+			__builtin_prefetch(p, 0, 3);
+			if (d.len > 64)
+				__builtin_prefetch(p + 64, 0, 3);
+		}
+	}
+}
+
 uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
 			    uint32_t cap, uint32_t max)
 {
@@ -379,6 +428,7 @@ uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 	uint16_t old_used = vr->used_idx;
 	uint32_t n = 0, off = 0;
 	while (n < max && vr->last_avail != avail) {
+		prefetch_ahead(vr, env, avail, vr->last_avail, 0);
 		uint16_t head = load16(vr->avail + 4 + 2 * (size_t)(vr->last_avail % vr->num));
 		if (head >= vr->num) {
 			/* No chain to give back: the entry is consumed and counted. */
@@ -526,6 +576,7 @@ static enum rx_result rx_one(struct mvn_vring *vr, const struct mvn_vring_env *e
 			*nbad = start_bad;
 			return RX_NO_BUFFER;
 		}
+		prefetch_ahead(vr, env, *avail, vr->last_avail, 1);
 		uint16_t head = next_head(vr);
 		if (head >= vr->num) {
 			env->ctr[MVN_CTR_CHAIN_BAD_INDEX]++;
