@@ -9,7 +9,7 @@ import { assert, assertEquals } from "../assert.ts";
 import { FrameBatch, VhostNetDevice } from "../../vhost/device.ts";
 import { PollEvents } from "../../ffi/binding.ts";
 import { bit, Feature } from "../../vhost/protocol.ts";
-import { TXQ } from "../harness/frontend.ts";
+import { RXQ, TXQ } from "../harness/frontend.ts";
 import { ALL_FEATURES, ALL_PROTOCOL_FEATURES, rig, running, TEST_MAC } from "../harness/setup.ts";
 import { FrameRing } from "../../routing/ring.ts";
 import { FastTable } from "../../routing/fast_table.ts";
@@ -614,6 +614,25 @@ Deno.test("poll with the inbound ring: a guest sending frames is asked not to ki
     assertEquals(r.dev.pollWithRing(30, bytes), 0);
     assert(!noNotify(), "about to sleep: kicks wanted again");
     assertEquals(txq.availEvent(), txq.availIdx, "avail_event at the next buffer");
+  } finally {
+    r.close();
+  }
+});
+
+Deno.test("poll: the guest is asked never to kick its receive queue (refills wake nobody)", () => {
+  const { r, fe } = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    const rxq = fe.rings[RXQ];
+    const noNotify = () => (fe.mem.u16(rxq.used) & 1) === 1;
+    assert(!noNotify(), "before the first poll the ring is as the guest set it up");
+    fe.postRx(8, 2048);
+    r.dev.pollWithRing(30, new Uint8Array(smallRing()));
+    assert(noNotify(), "VRING_USED_F_NO_NOTIFY set on the receive queue");
+    // Half the index space past what the device consumed (none of the 8 buffers yet).
+    assertEquals((rxq.availEvent() - rxq.availIdx) & 0xffff, 0x8000 - 8, "avail_event far ahead");
+    // Still so after the loop slept: unlike the transmit queue, nothing re-arms it.
+    assertEquals(r.dev.pollWithRing(30, new Uint8Array(smallRing())) & PollEvents.TX, 0);
+    assert(noNotify(), "still off after a sleep");
   } finally {
     r.close();
   }
