@@ -321,7 +321,15 @@ function vmSection(rep: Report): string[] {
   out.push("", "Rounds:", "");
   for (const b of vm.backends) {
     for (const r of b.rounds) {
-      const tcp = Object.entries(r.tcpMbps).map(([n, v]) => `${n}×TCP ${v} Mbit/s`).join(", ");
+      const tcp = Object.entries(r.tcpMbps).map(([n, v]) => {
+        const retr = r.tcpRetr?.[n];
+        const drops = Object.entries(r.tcpDrops?.[n] ?? {}).map(([k, c]) => `${k} ${c}`);
+        const extra = [
+          retr === undefined || Number.isNaN(retr) ? "" : `${retr} retransmits`,
+          ...drops,
+        ].filter(Boolean);
+        return `${n}×TCP ${v} Mbit/s${extra.length ? ` (${extra.join(", ")})` : ""}`;
+      }).join(", ");
       const rtt = r.rtt ? `RTT p50 ${f(r.rtt.p50)} p99 ${f(r.rtt.p99)} ms, ${r.rtt.lost} lost` : "";
       out.push(
         `- ${b.backend}: ${[tcp, rtt, `boot ${f(r.bootS, 1)} s`].filter(Boolean).join("; ")}`,

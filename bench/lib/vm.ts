@@ -14,6 +14,7 @@
 
 import type { RunParams } from "./backend.ts";
 import { BenchGuest, type GuestNicSpec } from "./guest.ts";
+import { DAEMON_ROOT } from "./daemon.ts";
 import { MvirtNetBackend } from "./ours.ts";
 import { shellQuote } from "./proc.ts";
 import { onInterrupt } from "./registry.ts";
@@ -55,6 +56,10 @@ export interface VmRound {
   backend: VmBackendName;
   /** Mbit/s by stream count ("1", "4"), receiver side. */
   tcpMbps: Record<string, number>;
+  /** The sender's TCP retransmissions by stream count (iperf3's Retr): frames lost on the way. */
+  tcpRetr?: Record<string, number>;
+  /** Ours only: our drop counters that grew during each iperf3 run, by stream count. */
+  tcpDrops?: Record<string, Record<string, number>>;
   /** RTTs in ms, p50/p99, and how many of the pings were lost. */
   rtt?: { p50: number; p99: number; mean: number; n: number; lost: number };
   bootS: number;
@@ -89,6 +94,8 @@ interface VmSetup {
   dhcp: boolean;
   ips: [string, string];
   commands: string[];
+  /** Ours only: the drop counters (name → value, non-zero ones) summed over both vNICs. */
+  drops?(): Promise<Record<string, number>>;
   stop(): Promise<void>;
 }
 
@@ -115,6 +122,42 @@ async function setupOurs(params: RunParams): Promise<VmSetup> {
     dhcp: true,
     ips: p.ips.v4,
     commands: b.commands(),
+    drops: async () => {
+      const sum: Record<string, number> = {};
+      const d = b.daemon;
+      if (!d) return sum;
+      for (const name of ["guest-a", "guest-b"]) {
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            `--config=${DAEMON_ROOT}deno.json`,
+            "--allow-net",
+            "--allow-read",
+            "--allow-env",
+            `${DAEMON_ROOT}api/cli.ts`,
+            "--server",
+            d.target,
+            "--json",
+            "nic",
+            "counters",
+            name,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        if (!out.success) {
+          throw new Error(`nic counters ${name}: ${new TextDecoder().decode(out.stderr)}`);
+        }
+        const r = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+          counters: { name: string; value: string | number }[];
+        };
+        for (const c of r.counters) {
+          if (!/drop/.test(c.name) || Number(c.value) === 0) continue;
+          sum[c.name] = (sum[c.name] ?? 0) + Number(c.value);
+        }
+      }
+      return sum;
+    },
     stop: () => b.stop(),
   };
 }
@@ -203,6 +246,21 @@ export function parseIperf(out: string, streams: number): number {
   return Number(m[1]);
 }
 
+/** The sender's retransmissions of an `iperf3 -f m` report (its Retr column), NaN if absent. */
+export function parseRetransmits(out: string, streams: number): number {
+  const lines = out.split("\n").filter((l) => /sender\s*$/.test(l));
+  const line = streams > 1 ? lines.find((l) => l.startsWith("[SUM]")) : lines.at(-1);
+  const m = line && /Mbits\/sec\s+(\d+)\s+sender/.exec(line);
+  return m ? Number(m[1]) : NaN;
+}
+
+/** What grew between two counter snapshots. */
+function grown(before: Record<string, number>, after: Record<string, number>) {
+  const d: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v > (before[k] ?? 0)) d[k] = v - (before[k] ?? 0);
+  return d;
+}
+
 /** The guest-side commands, for the report. */
 function guestCommands(o: VmOptions, peer = "<peer>"): string[] {
   return [
@@ -247,14 +305,27 @@ async function oneRound(name: VmBackendName, o: VmOptions, round: number): Promi
     await a.run(`ping -c 3 -W 5 ${peer}`, 60_000);
     const fig: VmRound = { backend: name, tcpMbps: {}, bootS };
     if (o.tcp) {
+      fig.tcpRetr = {};
+      if (s.drops) fig.tcpDrops = {};
       for (const n of o.streams) {
         await b.run("iperf3 -s -D -1 && sleep 0.5");
+        const before = s.drops ? await s.drops() : {};
         const out = await a.run(
           `iperf3 -c ${peer} -t ${o.iperfSeconds} -P ${n} -f m`,
           (o.iperfSeconds + 60) * 1000,
         );
-        fig.tcpMbps[String(n)] = parseIperf(out.output, n);
-        o.log(`vm ${name} round ${round}: TCP ${n} stream(s) ${fig.tcpMbps[String(n)]} Mbit/s`);
+        const key = String(n);
+        fig.tcpMbps[key] = parseIperf(out.output, n);
+        fig.tcpRetr[key] = parseRetransmits(out.output, n);
+        let drops = "";
+        if (s.drops && fig.tcpDrops) {
+          fig.tcpDrops[key] = grown(before, await s.drops());
+          drops = `, drops ${JSON.stringify(fig.tcpDrops[key])}`;
+        }
+        o.log(
+          `vm ${name} round ${round}: TCP ${n} stream(s) ${fig.tcpMbps[key]} Mbit/s, ` +
+            `${fig.tcpRetr[key]} retransmits${drops}`,
+        );
       }
     }
     if (o.latency) {
