@@ -887,11 +887,12 @@ export class Store {
     ).all(groupId) as Array<{ nic_id: string }>).map((r) => r.nic_id);
   }
 
-  /** Ids of the groups attached to a vNIC, in attachment order. */
+  /** Ids of the groups attached to a vNIC, in attachment order (insertion order: two attaches
+   * within one millisecond share `attached_at`). */
   #groupIdsOf(nicId: string): string[] {
     return (this.#db.prepare(
       `SELECT security_group_id FROM nic_security_groups WHERE nic_id = ?
-       ORDER BY attached_at, security_group_id`,
+       ORDER BY rowid`,
     ).all(nicId) as Array<{ security_group_id: string }>).map((r) => r.security_group_id);
   }
 
@@ -1073,7 +1074,7 @@ export class Store {
     const rules = this.#db.prepare(
       `SELECT r.* FROM nic_security_groups a
        JOIN security_group_rules r ON r.security_group_id = a.security_group_id
-       WHERE a.nic_id = ? ORDER BY a.attached_at, a.security_group_id, r.created_at, r.rowid`,
+       WHERE a.nic_id = ? ORDER BY a.rowid, r.created_at, r.rowid`,
     ).all(nic.id) as unknown as RuleRow[];
     return {
       id: nic.id,

@@ -172,6 +172,21 @@ Deno.test("store: desired vNIC carries its groups in attachment order and the un
   assertEquals(t.store.removeSecurityGroupRule(http.id, "test").nicIds, [a.id]);
 });
 
+Deno.test("store: attachment order holds for groups attached within the same millisecond", async () => {
+  await using t = await tempStore();
+  const { a } = seed(t.store);
+  // Created first, attached in the reverse order, as fast as the store goes: several attaches
+  // share a timestamp, and their ids sort in no particular order.
+  const groups = Array.from(
+    { length: 12 },
+    (_, i) => t.store.createSecurityGroup(`o${i}`, "", "t"),
+  );
+  const order = groups.toReversed();
+  for (const g of order) t.store.attachSecurityGroup(a.id, g.id, "test");
+  const d = t.store.desiredNic(t.store.getNic(a.id), "/s");
+  assertEquals(d.securityGroupIds, order.map((g) => g.id));
+});
+
 Deno.test("store: limits refuse with RESOURCE_EXHAUSTED and change nothing", async () => {
   await using t = await tempStore();
   const { a } = seed(t.store);
