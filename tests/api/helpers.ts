@@ -221,27 +221,23 @@ export interface NetClient {
 }
 
 /**
- * Channel options that make the reads (Get*, List*) retry UNAVAILABLE, as a production client
- * should: the root restarts a crashed api within a second (the node:http2 crashes of Deno 2.9.6,
- * docs/architecture.md), and a read cut off by that restart is safe to repeat. Writes are not
- * retried: whether they were committed is what a test checks.
+ * Runs a read (Get*, List*) until it does not fail with UNAVAILABLE, for at most `timeoutMs`,
+ * as a production client should: the root restarts a crashed api (the node:http2 crashes of
+ * Deno 2.9.6, docs/architecture.md), which can take seconds on a loaded machine, and a read cut
+ * off by it is safe to repeat. Writes are not retried: whether they were committed is what a
+ * test checks.
  */
-export function retryReads(): grpc.ChannelOptions {
-  const reads = ["GetNetwork", "ListNetworks", "GetNic", "ListNics"];
-  return {
-    "grpc.service_config": JSON.stringify({
-      methodConfig: [{
-        name: reads.map((method) => ({ service: "mvirt.net.NetService", method })),
-        retryPolicy: {
-          maxAttempts: 5,
-          initialBackoff: "0.25s",
-          maxBackoff: "2s",
-          backoffMultiplier: 2,
-          retryableStatusCodes: ["UNAVAILABLE"],
-        },
-      }],
-    }),
-  };
+export async function retryUnavailable<T>(read: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await read();
+    } catch (e) {
+      const code = (e as grpc.ServiceError).code;
+      if (code !== grpc.status.UNAVAILABLE || performance.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /** Connects a {@link NetClient} to `target`. */
@@ -313,12 +309,16 @@ export async function health(target: string, service: string): Promise<string> {
 
 /**
  * Waits until the api reports the dataplane connected (vNICs can be created); on timeout the
- * error carries the end of `log`.
+ * error carries the end of `log`. With `keep`, polls over that client and leaves it open.
  */
-export async function serving(target: string, log: () => string = () => ""): Promise<void> {
+export async function serving(
+  target: string,
+  log: () => string = () => "",
+  keep?: KeptHealth,
+): Promise<void> {
   // One connection for all polls: every connection a Deno client closes is a small risk of
   // the node:http2 abort (api/http2_guard.ts).
-  const h = healthClient(target);
+  const h = keep?.client ?? healthClient(target);
   try {
     await until(
       async () => await check(h, "mvirt.net.NetService") === "SERVING",
@@ -332,8 +332,25 @@ export async function serving(target: string, log: () => string = () => ""): Pro
   } catch (e) {
     throw new Error(`${(e as Error).message}\n--- log (end) ---\n${log().slice(-3000)}`);
   } finally {
-    h.close();
+    if (!keep) h.close();
   }
+}
+
+/**
+ * A health client kept open across several {@link serving} calls and closed by its owner: a
+ * Deno client that closes its connection right after the daemon restored many vNICs crashes
+ * the api now and then (node:http2 of Deno 2.9.6), so a test that goes on using the daemon
+ * closes it only at its end.
+ */
+export interface KeptHealth {
+  client: HealthClient;
+  close(): void;
+}
+
+/** Opens a {@link KeptHealth} to `target`. */
+export function keptHealth(target: string): KeptHealth {
+  const client = healthClient(target);
+  return { client, close: () => client.close() };
 }
 
 /** A promise-based client of the `mvirt.net.diag.Diagnostics` service. */

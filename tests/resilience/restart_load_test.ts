@@ -9,7 +9,7 @@ import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "../assert.ts";
 import { alive, startDaemon } from "../helpers/daemon.ts";
 import { sleep, unixAccepts, until, withTimeout } from "../helpers/wait.ts";
-import { connect, retryReads, serving } from "../api/helpers.ts";
+import { connect, keptHealth, retryUnavailable, serving } from "../api/helpers.ts";
 
 /** Parallel create (and, for every other one, delete) operations. */
 const OPERATIONS = 200;
@@ -118,9 +118,10 @@ Deno.test("restart under load: SIGKILL of the whole daemon during 200 parallel C
     dataDir: first.dataDir,
     socketDir: first.socketDir,
   });
-  await serving(second.grpcTarget, second.log);
-  // The reads retry UNAVAILABLE: an api restart (see retryReads) is not what this test is about.
-  const client = connect(second.grpcTarget, retryReads());
+  // Open until the end: see keptHealth.
+  const health = keptHealth(second.grpcTarget);
+  await serving(second.grpcTarget, second.log, health);
+  const client = connect(second.grpcTarget);
   try {
     await checkAfterRestart();
   } catch (e) {
@@ -132,13 +133,16 @@ Deno.test("restart under load: SIGKILL of the whole daemon during 200 parallel C
     );
   } finally {
     client.close();
+    health.close();
   }
 
   async function checkAfterRestart() {
     console.log(
       `serving again ${Math.round(performance.now() - restartStart)} ms after the restart`,
     );
-    const { nics } = await client.call("ListNics", {});
+    // Reads retry UNAVAILABLE: an api restart (see retryUnavailable) is not what this test is
+    // about.
+    const { nics } = await retryUnavailable(() => client.call("ListNics", {}));
     const byId = new Map(nics.map((n) => [n.id, n]));
     // Every acknowledged create is there unless a delete was sent for it; no acknowledged
     // delete came back. A delete cut off by the kill may or may not have been committed.
@@ -180,7 +184,9 @@ Deno.test("restart under load: SIGKILL of the whole daemon during 200 parallel C
     for (const n of nics) {
       assertEquals(await unixAccepts(n.socket_path), true, `${n.name}: socket accepts`);
     }
-    // And the store keeps working: a new vNIC gets an address nobody holds.
+    // And the store keeps working: a new vNIC gets an address nobody holds (once the api
+    // serves, should it have restarted meanwhile).
+    await serving(second.grpcTarget, second.log, health);
     const fresh = await client.call("CreateNic", { network_id: "load", name: "after-restart" });
     assert(!nics.some((n) => n.ipv4_address === fresh.ipv4_address), "fresh IPv4 is free");
     assert(!nics.some((n) => n.ipv6_address === fresh.ipv6_address), "fresh IPv6 is free");
