@@ -535,9 +535,12 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       state.ring.drain(BURST, toGuestFiltered);
     } else {
       // The shim moves frames from the ring to the guest up to the first one with offloads the
-      // guest did not negotiate; from there GuestReceiver adapts them.
+      // guest did not negotiate; from there GuestReceiver adapts them (or drops them, with no
+      // receive queue). A frame the guest has no buffer for stays in the ring until it adds
+      // some (the poll reports the ring then). Frames peers push meanwhile wait for the next
+      // pass: drained here, they would find no buffer and be dropped.
       const took = dev.deliverFromRing(ringBytes, BURST);
-      if (took < BURST) state.ring.drain(BURST - took, toGuest);
+      if (dev.rxRest && took < BURST) state.ring.drain(BURST - took, toGuest);
     }
     if (state.nic.ipv6 && dev.driverReady && Date.now() >= state.raDue) {
       const ra = buildPeriodicRa(state.services);

@@ -85,6 +85,7 @@ export const COUNTER_NAMES = [
   "calls",
   "kicks",
   "rx_drop_offload",
+  "rx_wait_buffer",
 ] as const;
 
 /** One counter's name. */

@@ -317,6 +317,13 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
+/* Frames in the inbound ring the owner can deliver: none while they wait for the guest's
+ * buffers (mvn_fwd_rx), until it adds some, which also kicks. */
+static bool inbound_ready(const struct mvn_dev *d, const struct mvn_fring *r)
+{
+	return mvn_fring_ready(r) && mvn_vring_rx_refilled(&d->vq[RXQ]);
+}
+
 /* Frames in the guest's transmit ring or the inbound ring: what a loop that just moved frames
  * looks for before it sleeps (SPIN_NS). Returns the MVN_EV_* bits of what it found. */
 static int32_t spin_for_frames(struct mvn_dev *d, const struct mvn_fring *r)
@@ -326,7 +333,7 @@ static int32_t spin_for_frames(struct mvn_dev *d, const struct mvn_fring *r)
 		return 0;
 	bool tx_ready = mvn_vring_ready(&d->vq[TXQ], protocol_features(d));
 	for (int64_t end = now + SPIN_NS; now < end; now = now_ns()) {
-		int32_t found = mvn_fring_ready(r) ? (int32_t)MVN_EV_INBOUND : 0;
+		int32_t found = inbound_ready(d, r) ? (int32_t)MVN_EV_INBOUND : 0;
 		if (tx_ready && mvn_vring_pending(&d->vq[TXQ]))
 			found |= (int32_t)MVN_EV_TX;
 		if (found != 0)
@@ -353,7 +360,7 @@ int32_t mvn_dev_poll_ring(int32_t h, int32_t timeout_ms, uint8_t *ring, uint32_t
 	if (with_ring) {
 		/* Pairs with the fence in signal_fd: the ring is read after `running` is clear. */
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		if (mvn_fring_ready(&r)) {
+		if (inbound_ready(d, &r)) {
 			mask |= MVN_EV_INBOUND;
 			timeout_ms = 0;
 		}
@@ -380,14 +387,14 @@ int32_t mvn_dev_poll_ring(int32_t h, int32_t timeout_ms, uint8_t *ring, uint32_t
 			timeout_ms = 0;
 		}
 	}
-	/* The guest's receive-queue kicks (it added buffers) would only wake this loop for
-	 * nothing: a frame that finds no buffer is dropped, never kept for later
-	 * (mvn_vring_rx_put). Off for good once the ring is up, which spares the guest a system
+	/* The guest's receive-queue kicks (it added buffers) matter only while frames in the
+	 * inbound ring wait for buffers (mvn_fwd_rx turns them on then); else they would wake
+	 * this loop for nothing. Off whenever nothing waits, which spares the guest a system
 	 * call per refill, and this core a wake-up and two context switches per kick (15 % of
 	 * the forwarding core in the guest RX benchmark). Under the receive lock: peers deliver
 	 * into this ring meanwhile. */
 	struct mvn_vring *rq = &d->vq[RXQ];
-	if (!rq->kicks_off && mvn_vring_ready(rq, protocol_features(d))) {
+	if (!rq->kicks_off && !rq->waiting && mvn_vring_ready(rq, protocol_features(d))) {
 		pthread_mutex_lock(&d->rx_lock);
 		mvn_vring_set_kicks(rq, d->field[MVN_DEV_FEATURES], false);
 		pthread_mutex_unlock(&d->rx_lock);
@@ -932,28 +939,48 @@ static int32_t fwd_rx_locked(int32_t h, uint8_t *ring, uint32_t ring_len, uint32
 	struct mvn_fring r;
 	if (!mvn_fring_open(&r, ring, ring_len))
 		return -EINVAL;
+	/* Frames for a receive queue that is not up are the caller's to drop and count. */
 	if (!mvn_vring_ready(&d->vq[RXQ], protocol_features(d)))
-		return 0;
+		return mvn_fring_ready(&r) ? MVN_FWD_RX_REST : 0;
 	struct mvn_vring_env env = { .mem = &d->mem, .features = d->field[MVN_DEV_FEATURES],
 				     .ctr = d->rx_ctr };
-	struct mvn_rx_batch b;
-	mvn_vring_rx_start(&d->vq[RXQ], &env, &b);
+	struct mvn_vring *rq = &d->vq[RXQ];
 	int32_t taken = 0;
-	while ((uint32_t)taken < max) {
-		const uint8_t *meta, *frame;
-		uint32_t len;
-		if (mvn_fring_peek(&r, &meta, &frame, &len) != 1)
-			break;
-		/* A frame with offloads this guest did not negotiate must be adapted: TypeScript
-		 * does that (vhost/receive.ts), from this frame on. */
-		if (!mvn_vring_rx_accepts(meta, env.features))
-			break;
-		mvn_vring_rx_put(&d->vq[RXQ], &env, &b, meta, frame, len);
-		mvn_fring_release(&r, len);
-		taken++;
+	for (int pass = 0;; pass++) {
+		struct mvn_rx_batch b;
+		mvn_vring_rx_start(rq, &env, &b);
+		bool dry = false, rest = false;
+		while ((uint32_t)taken < max) {
+			const uint8_t *meta, *frame;
+			uint32_t len;
+			if (mvn_fring_peek(&r, &meta, &frame, &len) != 1)
+				break;
+			/* A frame with offloads this guest did not negotiate must be adapted:
+			 * TypeScript does that (vhost/receive.ts), from this frame on. */
+			if (!mvn_vring_rx_accepts(meta, env.features)) {
+				rest = true;
+				break;
+			}
+			if (mvn_vring_rx_offer(rq, &env, &b, meta, frame, len) == MVN_RX_NO_BUFFER) {
+				dry = true;
+				break;
+			}
+			mvn_fring_release(&r, len);
+			taken++;
+		}
+		mvn_vring_rx_finish(rq, &env, &b);
+		if (!dry) {
+			rq->waiting = false;
+			return taken | (rest ? MVN_FWD_RX_REST : 0);
+		}
+		/* The guest has no buffer for the frame at the head: it stays in the ring, as a
+		 * tap's queue keeps it, until the guest adds buffers and kicks. The ring is bounded:
+		 * once it is full, senders count route_drop_peer_ring_full. */
+		if (!rq->waiting)
+			d->rx_ctr[MVN_CTR_RX_WAIT_BUFFER]++;
+		if (!mvn_vring_rx_wait(rq, env.features) || pass > 0)
+			return taken | MVN_FWD_RX_HELD;
 	}
-	mvn_vring_rx_finish(&d->vq[RXQ], &env, &b);
-	return taken;
 }
 
 /* The owner's calls that change what a delivery into the guest reads, and its own deliveries,
@@ -1067,10 +1094,11 @@ bool mvn_direct_accepts(const struct mvn_direct *x, const uint8_t *meta)
 	return mvn_vring_rx_accepts(meta, x->env.features);
 }
 
-void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
+bool mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
 		    uint32_t len)
 {
-	mvn_vring_rx_put(&x->dev->vq[RXQ], &x->env, &x->batch, meta, frame, len);
+	return mvn_vring_rx_offer(&x->dev->vq[RXQ], &x->env, &x->batch, meta, frame, len) !=
+	       MVN_RX_NO_BUFFER;
 }
 
 void mvn_direct_end(struct mvn_direct *x)

@@ -24,9 +24,11 @@ struct mvn_direct {
 bool mvn_direct_begin(struct mvn_direct *x, int32_t h);
 /* True when the guest takes the frame's offloads as they are (else its owner must adapt it). */
 bool mvn_direct_accepts(const struct mvn_direct *x, const uint8_t *meta);
-/* Delivers one frame (MVN_META_SIZE bytes of metadata before it) as mvn_dev_rx_burst would:
- * a frame without a guest buffer is dropped and counted on the device. */
-void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
+/* Delivers one frame (MVN_META_SIZE bytes of metadata before it) as mvn_dev_rx_burst would,
+ * true when it was taken (delivered, or dropped and counted on the device); false, and nothing
+ * taken, when the guest has no buffer for it: the caller ends the delivery and queues it in the
+ * device's inbound ring, where its owner keeps it until the guest adds buffers. */
+bool mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
 		    uint32_t len);
 /* Publishes what was delivered, signals the guest, releases the lock. */
 void mvn_direct_end(struct mvn_direct *x);

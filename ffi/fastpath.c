@@ -12,8 +12,8 @@
  * answers, counts and drops exactly as before. The table is built by routing/fast_table.ts.
  *
  * A taken frame goes straight into the peer's guest (direct.h) when the peer allows it, its
- * inbound ring is empty and its guest negotiated the frame's offloads, else into that ring for
- * the peer's own loop. Frames this path
+ * inbound ring is empty, its guest negotiated the frame's offloads and has a buffer for it, else
+ * into that ring for the peer's own loop. Frames this path
  * takes may overtake frames of the same burst left to TypeScript (those with offloads, or
  * anything TypeScript must look at), never frames of earlier bursts.
  *
@@ -337,8 +337,13 @@ int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const ui
 				 * it through the ring. */
 				mvn_direct_end(&direct);
 			}
+			if (direct.dev != NULL &&
+			    !mvn_direct_put(&direct, meta, meta + MVN_META_SIZE, len)) {
+				/* The guest has no buffer: the frame and the rest of the burst to
+				 * this peer wait in its ring for its loop (mvn_fwd_rx). */
+				mvn_direct_end(&direct);
+			}
 			if (direct.dev != NULL) {
-				mvn_direct_put(&direct, meta, meta + MVN_META_SIZE, len);
 				res[0]++;
 				res[2]++;
 			} else if (ring_ok && mvn_fring_push(&ring, meta, meta + MVN_META_SIZE, len)) {

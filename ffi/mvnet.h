@@ -68,7 +68,8 @@ int32_t mvn_dev_notify(int32_t h);
 int32_t mvn_dev_poll(int32_t h, int32_t timeout_ms);
 /* mvn_dev_poll for an owner that drains the device's inbound frame ring (ring_len bytes at
  * ring, fring.h) on every return: reports MVN_EV_INBOUND without waiting while a frame is
- * ready, and until the next call tells mvn_dev_notify that no event is needed. */
+ * ready (held frames, see mvn_fwd_rx, once the guest added buffers), and until the next call
+ * tells mvn_dev_notify that no event is needed. */
 int32_t mvn_dev_poll_ring(int32_t h, int32_t timeout_ms, uint8_t *ring, uint32_t ring_len);
 
 /* Accepts a waiting frontend: 1 accepted, 0 none waiting (or already connected), -errno. */
@@ -140,9 +141,15 @@ int32_t mvn_fd_close(int32_t fd);
 int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const uint8_t *tbl,
 		   uint32_t tbl_len, uint32_t *res);
 /* Delivers up to max frames from the device's inbound frame ring (ring_len bytes at ring) to
- * the guest, as mvn_dev_rx_burst would, and stops at the first frame with offloads the guest
- * did not negotiate (left for the caller to adapt). Returns the frames taken from the ring (delivered
- * or dropped and counted), -EINVAL for a ring that does not parse, -ENOENT. */
+ * the guest, as mvn_dev_rx_burst would. Stops at the first frame with offloads the guest did
+ * not negotiate, and takes nothing while the receive queue is not up: MVN_FWD_RX_REST set in
+ * the result, the rest of the ring is the caller's (to adapt, or to drop and count). A frame
+ * the guest has no buffer for stays in the ring: MVN_FWD_RX_HELD set, the guest is asked to
+ * kick when it adds buffers, and mvn_dev_poll_ring reports the ring again only then. Returns
+ * the frames taken from the ring (delivered or dropped and counted) with those flags, -EINVAL
+ * for a ring that does not parse, -ENOENT. */
+#define MVN_FWD_RX_HELD 0x40000000
+#define MVN_FWD_RX_REST 0x20000000
 int32_t mvn_fwd_rx(int32_t h, uint8_t *ring, uint32_t ring_len, uint32_t max);
 
 /* TUN device of public networks (tun.c). */

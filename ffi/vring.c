@@ -318,7 +318,8 @@ static void publish_used(struct mvn_vring *vr, const struct mvn_vring_env *env, 
 
 static void store_avail_event(struct mvn_vring *vr)
 {
-	uint16_t ev = (uint16_t)(vr->last_avail + (vr->kicks_off ? KICKS_OFF_DISTANCE : 0));
+	uint16_t ev = vr->waiting ? vr->wait_idx
+				  : (uint16_t)(vr->last_avail + (vr->kicks_off ? KICKS_OFF_DISTANCE : 0));
 	/* Sequentially consistent (a full barrier on x86): the next read of avail->idx must not
 	 * pass this store, or a guest adding a buffer meanwhile reads the old avail_event, does
 	 * not kick, and the ring sits idle until a timeout. */
@@ -633,37 +634,68 @@ void mvn_vring_rx_start(struct mvn_vring *vr, const struct mvn_vring_env *env,
 		fetch_avail(vr, env, &b->avail);
 }
 
-bool mvn_vring_rx_put(struct mvn_vring *vr, const struct mvn_vring_env *env,
-		      struct mvn_rx_batch *b, const uint8_t *meta, const uint8_t *frame,
-		      uint32_t flen)
+enum mvn_rx_offer mvn_vring_rx_offer(struct mvn_vring *vr, const struct mvn_vring_env *env,
+				     struct mvn_rx_batch *b, const uint8_t *meta,
+				     const uint8_t *frame, uint32_t flen)
 {
 	if (flen == 0 || flen > MVN_MAX_FRAME) {
 		env->ctr[MVN_CTR_RX_DROP_BAD_FRAME]++;
-		return false;
+		return MVN_RX_DROPPED;
 	}
 	uint8_t hdr[12];
 	if (!rx_header(meta, env->features, hdr)) {
 		env->ctr[MVN_CTR_RX_DROP_OFFLOAD]++;
-		return false;
+		return MVN_RX_DROPPED;
 	}
 	if (vr->desc == NULL) {
 		env->ctr[MVN_CTR_RX_DROP_NOT_READY]++;
-		return false;
+		return MVN_RX_DROPPED;
 	}
-	if (b->dry) {
-		env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
-		return false;
-	}
+	if (b->dry)
+		return MVN_RX_NO_BUFFER;
 	uint32_t nbad = 0;
 	enum rx_result r = rx_one(vr, env, &b->avail, hdr, frame, flen, &nbad);
 	for (uint32_t k = 0; k < nbad; k++)
 		put_used(vr, vr->bad[k], 0);
 	if (r == RX_NO_BUFFER) {
-		env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
 		b->dry = true;
-		return false;
+		return MVN_RX_NO_BUFFER;
 	}
-	return true;
+	return MVN_RX_DELIVERED;
+}
+
+bool mvn_vring_rx_put(struct mvn_vring *vr, const struct mvn_vring_env *env,
+		      struct mvn_rx_batch *b, const uint8_t *meta, const uint8_t *frame,
+		      uint32_t flen)
+{
+	enum mvn_rx_offer r = mvn_vring_rx_offer(vr, env, b, meta, frame, flen);
+	if (r == MVN_RX_NO_BUFFER)
+		env->ctr[MVN_CTR_RX_DROP_NO_BUFFER]++;
+	return r == MVN_RX_DELIVERED;
+}
+
+bool mvn_vring_rx_wait(struct mvn_vring *vr, uint64_t features)
+{
+	if (vr->avail == NULL || vr->used == NULL)
+		return false;
+	uint16_t seen = avail_idx_acquire(vr);
+	vr->waiting = true;
+	vr->wait_idx = seen;
+	/* Kicks on, and with EVENT_IDX for the first buffer after `seen` (store_avail_event);
+	 * then a look at avail->idx that the kick request is ordered before. */
+	mvn_vring_set_kicks(vr, features, true);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return avail_idx_acquire(vr) != seen;
+}
+
+bool mvn_vring_rx_refilled(const struct mvn_vring *vr)
+{
+	if (!vr->waiting)
+		return true;
+	if (vr->avail == NULL)
+		return false;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return avail_idx_acquire(vr) != vr->wait_idx;
 }
 
 void mvn_vring_rx_finish(struct mvn_vring *vr, const struct mvn_vring_env *env,

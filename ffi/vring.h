@@ -56,6 +56,7 @@ enum mvn_counter {
 	MVN_CTR_CALLS,
 	MVN_CTR_KICKS,
 	MVN_CTR_RX_DROP_OFFLOAD, /* asks for an offload the guest did not negotiate */
+	MVN_CTR_RX_WAIT_BUFFER,  /* frames held in the inbound ring until the guest adds buffers */
 	MVN_CTR_COUNT
 };
 
@@ -76,6 +77,10 @@ struct mvn_vring {
 	bool broken;       /* avail->idx jumped by more than num; counted once per episode */
 	bool started;      /* kick received, not stopped by GET_VRING_BASE */
 	bool kicks_off;    /* the guest was asked not to kick: the owner polls (mvn_vring_set_kicks) */
+	/* Receive queue: frames wait for buffers past wait_idx (mvn_vring_rx_wait); the guest is
+	 * asked to kick when it adds one. */
+	bool waiting;
+	uint16_t wait_idx;
 	bool enabled;      /* SET_VRING_ENABLE (only meaningful with protocol features) */
 	int kick_fd, call_fd, err_fd;
 	struct mvn_seg *segs; /* scratch of num entries for one chain */
@@ -134,6 +139,18 @@ void mvn_vring_rx_start(struct mvn_vring *vr, const struct mvn_vring_env *env,
 bool mvn_vring_rx_put(struct mvn_vring *vr, const struct mvn_vring_env *env,
 		      struct mvn_rx_batch *b, const uint8_t *meta, const uint8_t *frame,
 		      uint32_t flen);
+/* As mvn_vring_rx_put, but a frame the guest has no buffer for is neither taken nor counted:
+ * the caller keeps it (MVN_RX_NO_BUFFER, and so for the rest of the batch). */
+enum mvn_rx_offer { MVN_RX_DELIVERED, MVN_RX_DROPPED, MVN_RX_NO_BUFFER };
+enum mvn_rx_offer mvn_vring_rx_offer(struct mvn_vring *vr, const struct mvn_vring_env *env,
+				     struct mvn_rx_batch *b, const uint8_t *meta,
+				     const uint8_t *frame, uint32_t flen);
+/* After a batch ended on MVN_RX_NO_BUFFER: asks the guest to kick when it adds a buffer past
+ * those it offers now (which did not hold the frame), whatever else the ring's kicks are set to.
+ * True when it added one meanwhile: the caller should try again. */
+bool mvn_vring_rx_wait(struct mvn_vring *vr, uint64_t features);
+/* A waiting receive queue got buffers past wait_idx (or is not waiting). */
+bool mvn_vring_rx_refilled(const struct mvn_vring *vr);
 void mvn_vring_rx_finish(struct mvn_vring *vr, const struct mvn_vring_env *env,
 			 const struct mvn_rx_batch *b);
 

@@ -57,7 +57,7 @@ bool mvn_direct_accepts(const struct mvn_direct *x, const uint8_t *meta)
 	abort(); /* never begun */
 }
 
-void mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame, uint32_t len)
+bool mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame, uint32_t len)
 {
 	(void)x;
 	(void)meta;

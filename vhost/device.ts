@@ -67,6 +67,11 @@ export const DEFAULT_MTU = 1500;
 /** Messages handled per {@link VhostNetDevice.service} call, so frames keep moving. */
 const MESSAGES_PER_SERVICE = 64;
 const EPIPE = 32;
+/** MVN_FWD_RX_HELD (ffi/mvnet.h): mvn_fwd_rx stopped at a frame without a guest buffer. */
+const FWD_RX_HELD = 0x40000000;
+/** MVN_FWD_RX_REST: it left the rest of the ring to the caller (offloads to adapt, or no
+ * receive queue). */
+const FWD_RX_REST = 0x20000000;
 
 /** Parses "52:54:00:12:34:56" into the native 48-bit form. */
 export function parseMac(mac: string): bigint {
@@ -251,13 +256,28 @@ export class VhostNetDevice {
   }
 
   /**
+   * True when the last {@link deliverFromRing} stopped at a frame the guest had no buffer for:
+   * it waits in the ring (the caller must not drain it), and {@link pollWithRing} reports the
+   * ring again once the guest adds buffers.
+   */
+  rxHeld = false;
+  /**
+   * True when the last {@link deliverFromRing} left the rest of the ring to the caller: a frame
+   * with offloads the guest did not negotiate (the caller adapts those, `vhost/receive.ts`), or
+   * a receive queue that is not up (the caller drops and counts them).
+   */
+  rxRest = false;
+
+  /**
    * Delivers up to `max` frames from this device's inbound ring (`routing/ring.ts`, the whole
-   * SharedArrayBuffer as bytes) to the guest, stopping at the first frame with offloads the guest
-   * did not negotiate (the caller adapts those, `vhost/receive.ts`).
-   * Returns the frames taken from the ring, delivered or dropped and counted.
+   * SharedArrayBuffer as bytes) to the guest; see {@link rxHeld} and {@link rxRest} for where
+   * it stopped. Returns the frames taken from the ring, delivered or dropped and counted.
    */
   deliverFromRing(ring: Uint8Array, max: number): number {
-    return check(native().mvn_fwd_rx(this.handle, ring, ring.length, max), "mvn_fwd_rx");
+    const r = check(native().mvn_fwd_rx(this.handle, ring, ring.length, max), "mvn_fwd_rx");
+    this.rxHeld = (r & FWD_RX_HELD) !== 0;
+    this.rxRest = (r & FWD_RX_REST) !== 0;
+    return r & ~(FWD_RX_HELD | FWD_RX_REST);
   }
 
   /** Delivers frames to the guest, a batch's with their metadata (an array's without offload);

@@ -450,6 +450,7 @@ Deno.test("fast path: the inbound ring reaches the guest, and stops at an offloa
       for (const f of plain) assert(ring.push(f), `round ${round}: push`);
       assert(ring.push(base4(rand), csum), "offloaded frame pushed");
       assertEquals(b.r.dev.deliverFromRing(bytes, 64), 3, `round ${round}: the plain frames`);
+      assert(b.r.dev.rxRest && !b.r.dev.rxHeld, "the rest is the caller's to adapt");
       assertEquals(b.fe.readRx().map((g) => g.frame), plain, `round ${round}: delivered as sent`);
       let seen = 0;
       ring.drain(64, (_f, m) => {
@@ -460,12 +461,64 @@ Deno.test("fast path: the inbound ring reaches the guest, and stops at an offloa
       delivered += plain.length;
     }
     assertEquals(b.r.dev.counters().rx_packets, delivered);
-    // No receive buffers left: taken from the ring, dropped and counted as a burst would.
-    const before = b.r.dev.counters().rx_drop_no_buffer;
-    for (let i = 0; i < 6; i++) assert(ring.push(base4(rand)), "push");
-    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 6);
+    // An empty ring leaves nothing to the caller; a receive queue that is not up leaves it all.
+    b.fe.postRx(1, 2048);
+    assert(ring.push(base4(rand)), "push");
+    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 1);
+    assert(!b.r.dev.rxRest && !b.r.dev.rxHeld, "all delivered");
+    b.fe.stopRing(0);
+    assert(ring.push(base4(rand)), "push");
+    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 0);
+    assert(b.r.dev.rxRest, "no receive queue: the caller drops them");
+    assert(ring.ready(), "left in the ring");
+  } finally {
+    b.r.close();
+  }
+});
+
+Deno.test("inbound ring: frames wait for the guest's receive buffers, in order, and the refill wakes the loop", () => {
+  const b = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
+  try {
+    const sab = smallRing(16);
+    const ring = new FrameRing(sab);
+    const bytes = new Uint8Array(sab);
+    const rand = prng(17);
+    const rxq = b.fe.rings[RXQ];
+    const noNotify = () => (b.fe.mem.u16(rxq.used) & 1) === 1;
+    b.r.dev.pollWithRing(0, bytes); // the receive queue's kicks go off once it is up
+    assert(noNotify(), "no frame waits: refills wake nobody");
+    const frames = Array.from({ length: 6 }, () => base4(rand));
+    b.fe.postRx(2, 2048);
+    for (const f of frames) assert(ring.push(f), "push");
+    // Two buffers: two frames delivered, the other four stay at the head of the ring.
+    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 2);
+    assert(b.r.dev.rxHeld && !b.r.dev.rxRest, "held for want of buffers, not the caller's");
+    assertEquals(b.fe.readRx().map((g) => g.frame), frames.slice(0, 2));
+    const c = b.r.dev.counters();
+    assertEquals([c.rx_drop_no_buffer, c.rx_wait_buffer], [0, 1], "nothing dropped, one wait");
+    // The guest is asked to kick for its next buffer, and the held frames do not keep the loop
+    // awake: the poll waits for its timeout.
+    assert(!noNotify(), "kicks wanted on the receive queue");
+    assertEquals(rxq.availEvent(), rxq.availIdx, "avail_event at the next buffer");
+    assertEquals(b.r.dev.pollWithRing(30, bytes) & PollEvents.INBOUND, 0, "not reported");
+    // A second look without new buffers changes nothing and counts no second wait.
+    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 0);
+    assertEquals(b.r.dev.counters().rx_wait_buffer, 1);
+    // One buffer more (and its kick): reported again, one more frame out, still waiting.
+    b.fe.postRx(1, 2048);
+    const ev = b.r.dev.pollWithRing(1_000, bytes);
+    assertEquals(ev & PollEvents.INBOUND, PollEvents.INBOUND, "reported once the guest refilled");
+    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 1);
+    assert(b.r.dev.rxHeld);
+    b.fe.postRx(8, 2048);
+    assertEquals(b.r.dev.pollWithRing(1_000, bytes) & PollEvents.INBOUND, PollEvents.INBOUND);
+    assertEquals(b.r.dev.deliverFromRing(bytes, 64), 3);
+    assert(!b.r.dev.rxHeld, "all delivered");
     assert(!ring.ready(), "ring emptied");
-    assertEquals(b.r.dev.counters().rx_drop_no_buffer - before, 6);
+    assertEquals(b.fe.readRx().map((g) => g.frame), frames.slice(2), "in the order sent");
+    assertEquals(b.r.dev.counters().rx_drop_no_buffer, 0);
+    b.r.dev.pollWithRing(0, bytes);
+    assert(noNotify(), "nothing waits: the receive queue's kicks are off again");
   } finally {
     b.r.close();
   }
@@ -576,13 +629,15 @@ Deno.test("fast path: straight into the peer's guest when it allows it and its r
     expect = send(2);
     assertEquals([res[0], res[2]], [2, 0]);
     assertEquals(ringFrames().slice(1), expect);
-    // No receive buffers: delivered frames are dropped and counted by the peer.
+    // Out of receive buffers: the frames without one wait in the peer's ring, in order, and
+    // nothing is dropped.
     const drops = b.r.dev.counters().rx_drop_no_buffer;
     b.fe.readRx();
-    send(40);
-    assertEquals([res[0], res[2]], [40, 40]);
-    assertEquals(b.fe.readRx().length, 32 - 5, "the buffers left");
-    assertEquals(b.r.dev.counters().rx_drop_no_buffer - drops, 40 - 27);
+    expect = send(40);
+    assertEquals([res[0], res[2]], [40, 27]);
+    assertEquals(b.fe.readRx().map((g) => g.frame), expect.slice(0, 27), "the buffers left");
+    assertEquals(b.r.dev.counters().rx_drop_no_buffer - drops, 0);
+    assertEquals(ringFrames(), expect.slice(27));
     // A peer whose receive ring stopped: back to its ring.
     b.fe.stopRing(0);
     send(2);
@@ -619,7 +674,7 @@ Deno.test("poll with the inbound ring: a guest sending frames is asked not to ki
   }
 });
 
-Deno.test("poll: the guest is asked never to kick its receive queue (refills wake nobody)", () => {
+Deno.test("poll: while no frame waits, the guest is asked not to kick its receive queue (refills wake nobody)", () => {
   const { r, fe } = running({ features: ALL_FEATURES, protocolFeatures: ALL_PROTOCOL_FEATURES });
   try {
     const rxq = fe.rings[RXQ];
