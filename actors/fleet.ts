@@ -121,7 +121,7 @@ interface NicEntry {
 
 /**
  * Minimum slots of a vNIC's inbound ring (four bursts of its peers); FrameRing.allocate raises
- * it to at least 2 MiB so that bursts of 64 KiB TSO frames fit (DEFAULT_MIN_RING_BYTES).
+ * it to at least 1 MiB so that bursts of 64 KiB TSO frames fit (DEFAULT_MIN_RING_BYTES).
  */
 const RING_SLOTS = 256;
 /** Room for an Ethernet header (with a VLAN tag) on top of the network's MTU. */

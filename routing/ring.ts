@@ -32,14 +32,16 @@ const META_WORDS = 2;
 const MAX_SPINS = 64;
 const EMPTY_META = new Uint8Array(RING_META_SIZE);
 /** Bytes a ring holds at least unless told otherwise (slots are then rounded up to a power of
- * two: 2048 slots of 1528 bytes, 3 MiB, 47 GSO frames of 64 KiB, for an MTU of 1500). A TCP
+ * two: 1024 slots of 1528 bytes, 1.5 MiB, 23 GSO frames of 64 KiB, for an MTU of 1500). A TCP
  * sender with TSO sends bursts of such frames, and a ring that held only a few dropped them
  * (measured: 2 of 839 frames refused, 90 TCP retransmissions in 3 s of iperf3). Since frames wait
- * in the ring for a guest out of receive buffers, 1 MiB (23 such frames) still refused 8-13 in 5 s
- * of iperf3 with four streams between two TCG guests (330-570 retransmissions); 2 MiB none in
- * three runs (1-3 retransmissions), as 4 MiB. Pages never written are not resident, so an idle
- * vNIC does not pay for it; one that carried that much through its ring keeps it resident. */
-export const DEFAULT_MIN_RING_BYTES = 2 << 20;
+ * in the ring for a guest out of receive buffers, this size still refuses some (8-18 in 5 s of
+ * iperf3 with four streams between two TCG guests, 330-690 retransmissions); 2 MiB refused none
+ * (1-3 retransmissions) but made the 256-vNIC restore 1.5-2.5 s slower (11.2-12.2 s against
+ * 9.4-10.8 s, `bench --set control`): every vNIC's isolate holds every peer's ring, which V8
+ * presumably counts as external memory. Pages never written are not resident, so an idle vNIC
+ * does not pay for the ring's size. */
+export const DEFAULT_MIN_RING_BYTES = 1 << 20;
 
 /** One end of a frame ring; both ends are built over the same buffer. */
 export class FrameRing {
