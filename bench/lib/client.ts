@@ -1,12 +1,13 @@
 /**
- * A promise-based client of our gRPC API (`mvirt.net.NetService`) for the benchmarks: the
- * contract comes from api/proto.ts, the transport is grpc-js as in the CLI.
+ * A promise-based client of our gRPC API (`mvirt.net.NetService`, and the
+ * `mvirt.net.diag.Diagnostics` counters) for the benchmarks: the contract comes from
+ * api/proto.ts, the transport is grpc-js as in the CLI.
  * @module
  */
 
 import * as grpc from "@grpc/grpc-js";
 import { loadContract, NET_SERVICE_NAME } from "../../api/proto.ts";
-import type { NetServiceMethods } from "../../api/proto_types.ts";
+import type { DiagnosticsMethods, NetServiceMethods } from "../../api/proto_types.ts";
 import { sleep } from "./proc.ts";
 
 /** Deadline of one unary call. */
@@ -19,9 +20,27 @@ type UnaryMethod = {
 
 type RawClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
+/** One unary call on a raw grpc-js client, as a promise. */
+function unary<T>(raw: RawClient, method: string, req: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const fn = raw[method] as (
+      r: unknown,
+      o: grpc.CallOptions,
+      cb: (e: grpc.ServiceError | null, v: unknown) => void,
+    ) => void;
+    fn.call(
+      raw,
+      req,
+      { deadline: Date.now() + CALL_TIMEOUT_MS },
+      (e, v) => e ? reject(new Error(`${method}: ${e.message}`)) : resolve(v as T),
+    );
+  });
+}
+
 /** A NetService client; one HTTP/2 connection, reconnected by grpc-js when needed. */
 export class NetClient {
   #raw: RawClient;
+  #diag: RawClient | null = null;
   readonly target: string;
 
   constructor(target: string) {
@@ -35,24 +54,23 @@ export class NetClient {
     method: M,
     req: Partial<NetServiceMethods[M]["request"]>,
   ): Promise<NetServiceMethods[M]["response"]> {
-    return new Promise((resolve, reject) => {
-      const fn = this.#raw[method] as (
-        r: unknown,
-        o: grpc.CallOptions,
-        cb: (e: grpc.ServiceError | null, v: unknown) => void,
-      ) => void;
-      fn.call(
-        this.#raw,
-        req,
-        { deadline: Date.now() + CALL_TIMEOUT_MS },
-        (e, v) => e ? reject(new Error(`${method}: ${e.message}`)) : resolve(v as never),
-      );
-    });
+    return unary(this.#raw, method, req);
   }
 
-  /** Closes the connection. */
+  /** Calls a `Diagnostics` RPC (a second client, opened on first use, over the same target). */
+  diag<M extends keyof DiagnosticsMethods>(
+    method: M,
+    req: DiagnosticsMethods[M]["request"],
+  ): Promise<DiagnosticsMethods[M]["response"]> {
+    const { Diagnostics } = loadContract();
+    this.#diag ??= new Diagnostics(this.target, grpc.credentials.createInsecure()) as RawClient;
+    return unary(this.#diag, method, req);
+  }
+
+  /** Closes the connection(s). */
   close(): void {
     this.#raw.close();
+    this.#diag?.close();
   }
 }
 

@@ -14,7 +14,7 @@ import { noteStarted, onInterrupt, track, untrack } from "./registry.ts";
  * `MVIRT_BENCH_DAEMON_ROOT` (a checkout of another commit, its shim built) to compare trees
  * with the same harness.
  */
-export const DAEMON_ROOT =
+const DAEMON_ROOT =
   (Deno.env.get("MVIRT_BENCH_DAEMON_ROOT") ?? new URL("../../", import.meta.url).pathname)
     .replace(/\/?$/, "/");
 

@@ -14,7 +14,6 @@
 
 import type { RunParams } from "./backend.ts";
 import { BenchGuest, type GuestNicSpec } from "./guest.ts";
-import { DAEMON_ROOT } from "./daemon.ts";
 import { MvirtNetBackend } from "./ours.ts";
 import { shellQuote } from "./proc.ts";
 import { onInterrupt } from "./registry.ts";
@@ -126,34 +125,9 @@ async function setupOurs(params: RunParams): Promise<VmSetup> {
       const sum: Record<string, number> = {};
       const d = b.daemon;
       if (!d) return sum;
-      for (const name of ["guest-a", "guest-b"]) {
-        const out = await new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            `--config=${DAEMON_ROOT}deno.json`,
-            "--allow-net",
-            "--allow-read",
-            "--allow-env",
-            `${DAEMON_ROOT}api/cli.ts`,
-            "--server",
-            d.target,
-            "--json",
-            "nic",
-            "counters",
-            name,
-          ],
-          stdout: "piped",
-          stderr: "piped",
-        }).output();
-        if (!out.success) {
-          throw new Error(`nic counters ${name}: ${new TextDecoder().decode(out.stderr)}`);
-        }
-        const r = JSON.parse(new TextDecoder().decode(out.stdout)) as {
-          counters: { name: string; value: string | number }[];
-        };
-        for (const c of r.counters) {
-          if (!/drop/.test(c.name) || Number(c.value) === 0) continue;
-          sum[c.name] = (sum[c.name] ?? 0) + Number(c.value);
+      for (const nic of ["guest-a", "guest-b"]) {
+        for (const c of (await d.client.diag("GetNicCounters", { nic })).counters) {
+          if (/drop/.test(c.name) && c.value !== 0) sum[c.name] = (sum[c.name] ?? 0) + c.value;
         }
       }
       return sum;
