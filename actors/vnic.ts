@@ -540,7 +540,7 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
       // some (the poll reports the ring then). Frames peers push meanwhile wait for the next
       // pass: drained here, they would find no buffer and be dropped.
       const took = dev.deliverFromRing(ringBytes, BURST);
-      if (dev.rxRest && took < BURST) state.ring.drain(BURST - took, toGuest);
+      if (dev.rxRest) state.ring.drain(BURST - took, toGuest);
     }
     if (state.nic.ipv6 && dev.driverReady && Date.now() >= state.raDue) {
       const ra = buildPeriodicRa(state.services);

@@ -108,7 +108,6 @@ static bool eq16(const uint8_t *a, const uint8_t *b)
 	return x[0] == y[0] && x[1] == y[1];
 }
 
-/* Orders 16-byte addresses as memcmp does (bytes big-endian first). */
 /* 8 bytes at p as a big-endian number: comparing two of them compares the bytes in order. */
 static inline uint64_t load_be64(const uint8_t *p)
 {
