@@ -11,6 +11,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { until } from "../helpers/daemon.ts";
+import { sleep } from "../helpers/wait.ts";
 import { Channel, RemoteError } from "../../daemon/ipc.ts";
 import type {
   DesiredNic,
@@ -235,7 +236,7 @@ export async function retryUnavailable<T>(read: () => Promise<T>, timeoutMs = 30
     } catch (e) {
       const code = (e as grpc.ServiceError).code;
       if (code !== grpc.status.UNAVAILABLE || performance.now() > end) throw e;
-      await new Promise((r) => setTimeout(r, 250));
+      await sleep(250);
     }
   }
 }
@@ -274,7 +275,8 @@ export function statusName(code: number): string {
   return grpc.status[code] ?? String(code);
 }
 
-type HealthClient = grpc.Client & {
+/** A `grpc.health.v1` client ({@link healthClient}). */
+export type HealthClient = grpc.Client & {
   Check(
     r: { service: string },
     o: grpc.CallOptions,
@@ -282,7 +284,12 @@ type HealthClient = grpc.Client & {
   ): void;
 };
 
-function healthClient(target: string): HealthClient {
+/**
+ * A health client. A test that goes on using the daemon after {@link serving} keeps one open and
+ * passes it in, closing it only at its end: a Deno client that closes its connection right after
+ * the daemon restored many vNICs crashes the api now and then (node:http2 of Deno 2.9.6).
+ */
+export function healthClient(target: string): HealthClient {
   const { Health } = loadContract();
   return new Health(target, grpc.credentials.createInsecure()) as unknown as HealthClient;
 }
@@ -314,11 +321,11 @@ export async function health(target: string, service: string): Promise<string> {
 export async function serving(
   target: string,
   log: () => string = () => "",
-  keep?: KeptHealth,
+  keep?: HealthClient,
 ): Promise<void> {
   // One connection for all polls: every connection a Deno client closes is a small risk of
   // the node:http2 abort (api/http2_guard.ts).
-  const h = keep?.client ?? healthClient(target);
+  const h = keep ?? healthClient(target);
   try {
     await until(
       async () => await check(h, "mvirt.net.NetService") === "SERVING",
@@ -334,23 +341,6 @@ export async function serving(
   } finally {
     if (!keep) h.close();
   }
-}
-
-/**
- * A health client kept open across several {@link serving} calls and closed by its owner: a
- * Deno client that closes its connection right after the daemon restored many vNICs crashes
- * the api now and then (node:http2 of Deno 2.9.6), so a test that goes on using the daemon
- * closes it only at its end.
- */
-export interface KeptHealth {
-  client: HealthClient;
-  close(): void;
-}
-
-/** Opens a {@link KeptHealth} to `target`. */
-export function keptHealth(target: string): KeptHealth {
-  const client = healthClient(target);
-  return { client, close: () => client.close() };
 }
 
 /** A promise-based client of the `mvirt.net.diag.Diagnostics` service. */

@@ -9,7 +9,7 @@ import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "../assert.ts";
 import { alive, startDaemon } from "../helpers/daemon.ts";
 import { sleep, unixAccepts, until, withTimeout } from "../helpers/wait.ts";
-import { connect, keptHealth, retryUnavailable, serving } from "../api/helpers.ts";
+import { connect, healthClient, retryUnavailable, serving } from "../api/helpers.ts";
 
 /** Parallel create (and, for every other one, delete) operations. */
 const OPERATIONS = 200;
@@ -118,8 +118,8 @@ Deno.test("restart under load: SIGKILL of the whole daemon during 200 parallel C
     dataDir: first.dataDir,
     socketDir: first.socketDir,
   });
-  // Open until the end: see keptHealth.
-  const health = keptHealth(second.grpcTarget);
+  // Open until the end: see healthClient.
+  const health = healthClient(second.grpcTarget);
   await serving(second.grpcTarget, second.log, health);
   const client = connect(second.grpcTarget);
   try {
