@@ -55,7 +55,7 @@ import {
   type FrameBatch,
   VhostNetDevice,
 } from "../vhost/device.ts";
-import { META_SIZE, native } from "../ffi/binding.ts";
+import { bindFastCalls, META_SIZE, native } from "../ffi/binding.ts";
 import { SecurityFilter } from "../secgroup/mod.ts";
 import { GuestReceiver } from "../vhost/receive.ts";
 import { prepareFromGuest, pushToTun } from "../routing/offload.ts";
@@ -659,9 +659,9 @@ function tunOf(link: Topology["tun"]): VnicState["tun"] {
 }
 
 if (import.meta.main) {
-  // Opens the shim in this Worker (8-22 ms) while it loads: a Worker that waits in the pool has
-  // then done it before its actor is started.
-  native();
+  // Opens the shim and binds the loop's fast calls in this Worker while it loads: a Worker that
+  // waits in the pool has then done it before its actor is started.
+  bindFastCalls("vnic");
   runActor<VnicMsg, VnicState, VnicArgs>({
     init(args, ctx) {
       // The fleet made the device (nativeDeviceControl().open); a VMM may already be waiting.

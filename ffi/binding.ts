@@ -183,15 +183,53 @@ export function libraryPath(): string {
   return new URL(`../build/${file}`, import.meta.url).pathname;
 }
 
-let lib: Deno.DynamicLibrary<typeof ALL_SYMBOLS> | undefined;
+/**
+ * The functions a loop calls per frame or per turn, in the groups that call them: bound through
+ * `Deno.dlopen` as V8 fast calls (tens of nanoseconds a call). Deno compiles a trampoline for
+ * each function it binds so, in every Worker, at 0.1-0.5 ms each: binding all 50 functions that
+ * way was a third of a vNIC Worker's start, which a restore pays once per vNIC. Every other
+ * function is bound on its first use as a `Deno.UnsafeFnPointer` to its address (`mvn_symbol`):
+ * about 1 microsecond a call, nothing compiled. A group is bound on the first use of one of its
+ * functions, or by {@link bindFastCalls}.
+ */
+const FAST_CALLS = {
+  /** A vNIC's loop (vhost/device.ts, actors/vnic.ts). */
+  vnic: [
+    "mvn_dev_poll",
+    "mvn_dev_poll_ring",
+    "mvn_dev_tx_burst",
+    "mvn_dev_rx_burst",
+    "mvn_fwd_tx",
+    "mvn_fwd_rx",
+    "mvn_dev_notify",
+    "mvn_dev_wake",
+    "mvn_dev_get",
+    "mvn_eventfd_signal",
+  ],
+  /** The TUN actor's loop (actors/tun.ts). */
+  tun: ["mvn_tun_wait", "mvn_tun_read_burst", "mvn_tun_write"],
+} as const satisfies Record<string, readonly (keyof typeof SYMBOLS)[]>;
 
-function open(): Deno.DynamicLibrary<typeof ALL_SYMBOLS> {
-  if (lib) return lib;
+/** A group of {@link FAST_CALLS}. */
+export type FastCallGroup = keyof typeof FAST_CALLS;
+
+const RESOLVER = {
+  mvn_symbol: { parameters: ["buffer"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type AllNative = Deno.DynamicLibrary<typeof ALL_SYMBOLS>["symbols"];
+type SymbolName = keyof typeof ALL_SYMBOLS;
+
+let resolver: Deno.DynamicLibrary<typeof RESOLVER> | undefined;
+let table: AllNative | undefined;
+
+function dlopen<S extends Deno.ForeignLibraryInterface>(symbols: S): Deno.DynamicLibrary<S> {
   const path = libraryPath();
   try {
     // Every Worker opens the same file; the process maps it once, so all Workers share the
-    // device table (which is what lets a new Worker adopt a device).
-    lib = Deno.dlopen(path, ALL_SYMBOLS);
+    // device table (which is what lets a new Worker adopt a device). Each dlopen is one more
+    // reference; none is closed (the library is built with -z nodelete anyway).
+    return Deno.dlopen(path, symbols);
   } catch (e) {
     throw new ShimError(
       `cannot load the C shim ${path}: ${
@@ -200,17 +238,79 @@ function open(): Deno.DynamicLibrary<typeof ALL_SYMBOLS> {
       0,
     );
   }
-  return lib;
 }
 
-/** The data-plane functions of the shim (loaded on first use, once per Worker). */
+function groupOf(name: SymbolName): FastCallGroup | null {
+  for (const [group, names] of Object.entries(FAST_CALLS)) {
+    if ((names as readonly string[]).includes(name)) return group as FastCallGroup;
+  }
+  return null;
+}
+
+/** Replaces the getter of `name` in the table by the function itself. */
+function settle(t: AllNative, name: string, fn: unknown): void {
+  Object.defineProperty(t, name, { value: fn, enumerable: true, configurable: false });
+}
+
+function bindGroup(t: AllNative, group: FastCallGroup): void {
+  const names = FAST_CALLS[group];
+  const lib = dlopen(Object.fromEntries(names.map((n) => [n, SYMBOLS[n]])));
+  for (const n of names) settle(t, n, lib.symbols[n]);
+}
+
+function bindSlow(t: AllNative, name: SymbolName): void {
+  const ptr = resolver!.symbols.mvn_symbol(cString(name));
+  if (ptr === null) {
+    throw new ShimError(
+      `the C shim ${libraryPath()} has no function ${name}; rebuild it with scripts/build-shim.sh`,
+      2,
+    );
+  }
+  const def = ALL_SYMBOLS[name] as Deno.ForeignFunction;
+  const fn = new Deno.UnsafeFnPointer(ptr as Deno.PointerObject<typeof def>, def);
+  settle(t, name, (...args: never[]) => fn.call(...args));
+}
+
+function open(): AllNative {
+  if (table) return table;
+  // Opening the library here reports a missing or stale shim at once, not on first use.
+  resolver = dlopen(RESOLVER);
+  const t = {} as AllNative;
+  for (const name of Object.keys(ALL_SYMBOLS) as SymbolName[]) {
+    const group = groupOf(name);
+    Object.defineProperty(t, name, {
+      enumerable: true,
+      configurable: true,
+      get() {
+        if (group) bindGroup(t, group);
+        else bindSlow(t, name);
+        return t[name];
+      },
+    });
+  }
+  table = t;
+  return t;
+}
+
+/** The data-plane functions of the shim (the library is opened on first use, once per Worker). */
 export function native(): Native {
-  return open().symbols;
+  return open();
 }
 
 /** The test-only functions of the shim. */
 export function nativeTest(): NativeTest {
-  return open().symbols;
+  return open();
+}
+
+/**
+ * Binds a group of fast calls now rather than on its first use: a pool Worker does it while it
+ * waits for its actor (a few milliseconds), and the first frames do not pay for it.
+ */
+export function bindFastCalls(group: FastCallGroup): void {
+  const t = open();
+  const first = FAST_CALLS[group][0];
+  // A group is bound all at once; it is bound if its first function is no longer a getter.
+  if (Object.getOwnPropertyDescriptor(t, first)?.get) bindGroup(t, group);
 }
 
 const ERRNO_NAMES: Record<number, string> = {

@@ -165,4 +165,7 @@ int32_t mvn_tun_write(int32_t fd, const uint8_t *buf, uint32_t len);
 int32_t mvn_eventfd_new(void);
 int32_t mvn_eventfd_signal(int32_t fd);
 
+/* The address of the shim's function `name` (names starting "mvn_" only), or NULL (symbols.c). */
+void *mvn_symbol(const char *name);
+
 #endif

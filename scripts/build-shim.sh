@@ -8,7 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 which="${1:-all}"
 CC="${CC:-gcc}"
-srcs=(ffi/mem.c ffi/vring.c ffi/fring.c ffi/fastpath.c ffi/device.c ffi/tun.c ffi/testfe.c)
+srcs=(ffi/mem.c ffi/vring.c ffi/fring.c ffi/fastpath.c ffi/device.c ffi/tun.c ffi/symbols.c ffi/testfe.c)
 hdrs=(ffi/mem.h ffi/vring.h ffi/fring.h ffi/direct.h ffi/mvnet.h ffi/mvnet_test.h)
 # -z nodelete: Deno dlcloses the library when the last Worker that opened it ends; unloading it
 # would drop the device table (and leak every fd in it) just when a new Worker should adopt.

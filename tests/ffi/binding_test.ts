@@ -97,3 +97,54 @@ Deno.test("device table: handles are not reused for a new device", () => {
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("mvn_symbol: addresses of the shim's own functions only", () => {
+  const lib = Deno.dlopen(libraryPath(), {
+    mvn_symbol: { parameters: ["buffer"], result: "pointer" },
+  });
+  try {
+    const at = (name: string) => lib.symbols.mvn_symbol(cString(name));
+    assert(at("mvn_dev_create") !== null, "a function of the shim");
+    assert(at("mvn_test_close") !== null, "a test function of the shim");
+    assertEquals(at("mvn_no_such_function"), null);
+    assertEquals(at("malloc"), null, "libc is a dependency, and not the shim");
+    assertEquals(at(""), null);
+  } finally {
+    lib.close();
+  }
+});
+
+Deno.test("binding: a vNIC Worker binds only its loop's fast calls; the rest on first use", async () => {
+  const w = new Worker(new URL("./binding_worker.ts", import.meta.url), { type: "module" });
+  try {
+    const r = await new Promise<{
+      before: string[];
+      afterBind: string[];
+      afterCall: string[];
+      exists: number;
+    }>((resolve, reject) => {
+      w.onmessage = (e) => resolve(e.data);
+      w.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(e.message));
+      };
+    });
+    assertEquals(r.before, [], "opening the library binds nothing");
+    assertEquals(r.afterBind, [
+      "mvn_dev_get",
+      "mvn_dev_notify",
+      "mvn_dev_poll",
+      "mvn_dev_poll_ring",
+      "mvn_dev_rx_burst",
+      "mvn_dev_tx_burst",
+      "mvn_dev_wake",
+      "mvn_eventfd_signal",
+      "mvn_fwd_rx",
+      "mvn_fwd_tx",
+    ]);
+    assertEquals(r.exists, 0, "a function bound through its address works");
+    assertEquals(r.afterCall, [...r.afterBind, "mvn_dev_exists"].sort());
+  } finally {
+    w.terminate();
+  }
+});
