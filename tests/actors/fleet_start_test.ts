@@ -91,6 +91,12 @@ async function harness(): Promise<Harness> {
   };
 }
 
+/** Workers the fleet took from its vNIC pool (or started for want of one) so far. */
+function taken(h: Harness): number {
+  const s = h.fleet.vnicPoolStats();
+  return s.takenWarm + s.takenLoading + s.startedOnDemand;
+}
+
 /** Connects as a VMM does and asks for the device's features. */
 async function askFeatures(path: string): Promise<Deno.UnixConn> {
   const conn = await Deno.connect({ transport: "unix", path });
@@ -118,6 +124,23 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | "none"> {
     clearTimeout(timer);
   }
 }
+
+Deno.test({
+  name: "fleet: upsertNic answers before the vNIC's Worker is taken from the pool",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // Taking a Worker starts a replacement, and `new Worker` blocks the fleet's thread while
+    // V8 makes the isolate: the answer (and so CreateNic) must not wait for that.
+    await using h = await harness();
+    const n = nic(h.dir, 1);
+    const before = taken(h);
+    const status = await withTimeout(h.fleet.upsertNic(n), STEP_MS, "upsertNic");
+    assertEquals(status.state, "CREATED");
+    assertEquals(taken(h), before, "no Worker taken when the answer came");
+    await until(() => taken(h) === before + 1, STEP_MS, "the vNIC's Worker taken afterwards");
+  },
+});
 
 Deno.test({
   name: "fleet: a new vNIC's socket accepts before its actor runs; the actor then serves it",
@@ -187,14 +210,38 @@ Deno.test({
   async fn() {
     await using h = await harness();
     const n = nic(h.dir, 3);
+    const before = taken(h);
     await h.fleet.upsertNic(n);
     assert(await unixAccepts(n.socketPath));
+    await until(() => taken(h) > before, STEP_MS, "the start under way");
     const removed = h.fleet.removeNic(n.id);
     // The removal waits for the start under way, then stops the actor it started.
-    setTimeout(() => Deno.writeTextFileSync(h.gate, "open"), UNANSWERED_MS);
-    await withTimeout(removed, STEP_MS, "removeNic during the start");
+    const timer = setTimeout(() => Deno.writeTextFileSync(h.gate, "open"), UNANSWERED_MS);
+    try {
+      await withTimeout(removed, STEP_MS, "removeNic during the start");
+    } finally {
+      clearTimeout(timer);
+    }
     assert(!exists(n.socketPath), "the socket file is gone");
     assertEquals(h.fleet.actor(`vnic:${n.id}`), null, "no actor runs for the deleted vNIC");
+  },
+});
+
+Deno.test({
+  name: "fleet: a vNIC deleted as soon as upsertNic answered never starts an actor",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using h = await harness();
+    const n = nic(h.dir, 4);
+    const before = taken(h);
+    await h.fleet.upsertNic(n);
+    await withTimeout(h.fleet.removeNic(n.id), STEP_MS, "removeNic before the start");
+    assert(!exists(n.socketPath), "the socket file is gone");
+    // Long enough for a start that was not cancelled to take its Worker.
+    await new Promise((r) => setTimeout(r, UNANSWERED_MS));
+    assertEquals(taken(h), before, "no Worker was taken for it");
+    assertEquals(h.fleet.actor(`vnic:${n.id}`), null);
   },
 });
 
