@@ -186,11 +186,11 @@ export function libraryPath(): string {
 /**
  * The functions a loop calls per frame or per turn, in the groups that call them: bound through
  * `Deno.dlopen` as V8 fast calls (tens of nanoseconds a call). Deno compiles a trampoline for
- * each function it binds so, in every Worker, at 0.1-0.5 ms each: binding all 50 functions that
- * way was a third of a vNIC Worker's start, which a restore pays once per vNIC. Every other
- * function is bound on its first use as a `Deno.UnsafeFnPointer` to its address (`mvn_symbol`):
- * about 1 microsecond a call, nothing compiled. A group is bound on the first use of one of its
- * functions, or by {@link bindFastCalls}.
+ * each function it binds so, in every Worker, at 0.1-0.5 ms each: with all 50 bound that way a
+ * vNIC Worker took 37 ms of CPU to load, with these 31 ms, and a restore pays it once per vNIC
+ * (ffi/README.md). Every other function is bound on its first use as a `Deno.UnsafeFnPointer` to
+ * its address (`mvn_symbol`): about 1 microsecond a call, nothing compiled. A group is bound on
+ * the first use of one of its functions, or by {@link bindFastCalls}.
  */
 const FAST_CALLS = {
   /** A vNIC's loop (vhost/device.ts, actors/vnic.ts). */
