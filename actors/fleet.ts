@@ -926,7 +926,7 @@ function peerOf(e: NicEntry): Peer {
   };
 }
 
-/** Resolves in a later macrotask: after the replies of the current one were written. */
+/** Resolves in a later macrotask, after the microtasks of this one (which write the answer). */
 function afterReply(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
