@@ -38,9 +38,9 @@ const EMPTY_META = new Uint8Array(RING_META_SIZE);
  * in the ring for a guest out of receive buffers, this size still refuses some (8-18 in 5 s of
  * iperf3 with four streams between two TCG guests, 330-690 retransmissions); 2 MiB refused none
  * (1-3 retransmissions) but made the 256-vNIC restore 1.5-2.5 s slower (11.2-12.2 s against
- * 9.4-10.8 s, `bench --set control`): every vNIC's isolate holds every peer's ring, which V8
- * presumably counts as external memory. Pages never written are not resident, so an idle vNIC
- * does not pay for the ring's size. */
+ * 9.4-10.8 s, `bench --set control`), for a reason not found: with 1 MiB a restore costs the same
+ * whether each vNIC holds 15 peers' rings or 255 (docs/performance-control.md §7). Pages never
+ * written are not resident, so an idle vNIC does not pay for the ring's size. */
 export const DEFAULT_MIN_RING_BYTES = 1 << 20;
 
 /** One end of a frame ring; both ends are built over the same buffer. */
