@@ -224,10 +224,12 @@ interface VnicState {
   secgroups: SecurityFilter;
   /** The shim's forwarding table for this vNIC's frames to its peers (ffi/fastpath.c). */
   fast: FastTable;
-  /** Frames the shim forwarded to peers without TypeScript, and of those, the frames it
-   * delivered straight into the peer's guest. */
+  /** Frames the shim forwarded to peers without TypeScript, of those the frames it delivered
+   * straight into the peer's guest, and of those the frames it copied once, from this guest's
+   * buffers into the peer's. */
   fastForwarded: number;
   fastDirect: number;
+  fastOneCopy: number;
 }
 
 function report(state: VnicState, ctx: ActorContext, status: NicStatus): void {
@@ -500,8 +502,9 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
     if (state.secgroups.filter(f, "ingress", sgNow).pass) out.push(f, meta);
   };
   const pacer = new MailboxPacer();
-  // [handed to peers, refused by a full peer ring, delivered straight] of one fast-path burst.
-  const fastRes = new Uint32Array(3);
+  // [handed to peers, refused by a full peer ring, delivered straight, of those copied once]
+  // of one fast-path burst.
+  const fastRes = new Uint32Array(4);
   const ringBytes = new Uint8Array(state.ring.buffer);
   while (!state.stop && !ctx.stopping) {
     // Returns at once while the inbound ring holds a frame (a drain takes a burst); peers do
@@ -522,6 +525,7 @@ async function runLoop(state: VnicState, ctx: ActorContext): Promise<void> {
         dev.receiveForwarding(tx, state.fast.bytes, fastRes);
         state.fastForwarded += fastRes[0];
         state.fastDirect += fastRes[2];
+        state.fastOneCopy += fastRes[3];
         if (fastRes[1]) bump(state.routeDrops, "peer_ring_full", fastRes[1]);
       }
       handleTx(state, tx, out, wake, wakeTun);
@@ -693,6 +697,7 @@ if (import.meta.main) {
         fast: new FastTable(),
         fastForwarded: 0,
         fastDirect: 0,
+        fastOneCopy: 0,
       };
       updateFastPath(state);
       applySecurityGroups(state, ctx);
@@ -734,6 +739,7 @@ if (import.meta.main) {
           Object.assign(counters, state.secgroups.counters());
           counters.route_fast_forwarded = state.fastForwarded;
           counters.route_fast_direct = state.fastDirect;
+          counters.route_fast_one_copy = state.fastOneCopy;
           return counters;
         }
         case "InjectFault":

@@ -901,6 +901,33 @@ int32_t mvn_dev_tx_burst(int32_t h, uint8_t *out, uint32_t cap, uint32_t max)
 	return (int32_t)mvn_vring_tx_burst(&d->vq[TXQ], &env, out, cap, max);
 }
 
+int32_t mvn_dev_tx_gather(int32_t h, uint8_t *out, uint32_t cap, uint32_t max,
+			  struct mvn_frame_src *src, int32_t *held)
+{
+	*held = -1;
+	struct mvn_dev *d = lookup(h);
+	if (d == NULL)
+		return -ENOENT;
+	if (!mvn_vring_ready(&d->vq[TXQ], protocol_features(d)))
+		return 0;
+	struct mvn_vring_env env = { .mem = &d->mem, .features = d->field[MVN_DEV_FEATURES],
+				     .ctr = d->ctr };
+	uint16_t old_used;
+	uint32_t n = mvn_vring_tx_gather(&d->vq[TXQ], &env, out, cap, max, src, &old_used);
+	*held = old_used;
+	return (int32_t)n;
+}
+
+void mvn_dev_tx_release(int32_t h, int32_t held)
+{
+	struct mvn_dev *d = held < 0 ? NULL : lookup(h);
+	if (d == NULL)
+		return;
+	struct mvn_vring_env env = { .mem = &d->mem, .features = d->field[MVN_DEV_FEATURES],
+				     .ctr = d->ctr };
+	mvn_vring_tx_release(&d->vq[TXQ], &env, (uint16_t)held);
+}
+
 static int32_t dev_rx_burst_locked(int32_t h, const uint8_t *in, uint32_t len, uint32_t count)
 {
 	struct mvn_dev *d = lookup(h);
@@ -1098,6 +1125,13 @@ bool mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *fr
 		    uint32_t len)
 {
 	return mvn_vring_rx_offer(&x->dev->vq[RXQ], &x->env, &x->batch, meta, frame, len) !=
+	       MVN_RX_NO_BUFFER;
+}
+
+bool mvn_direct_put_src(struct mvn_direct *x, const uint8_t *meta,
+			const struct mvn_frame_src *fs, uint32_t len)
+{
+	return mvn_vring_rx_offer_src(&x->dev->vq[RXQ], &x->env, &x->batch, meta, fs, len) !=
 	       MVN_RX_NO_BUFFER;
 }
 

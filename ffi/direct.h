@@ -30,7 +30,18 @@ bool mvn_direct_accepts(const struct mvn_direct *x, const uint8_t *meta);
  * device's inbound ring, where its owner keeps it until the guest adds buffers. */
 bool mvn_direct_put(struct mvn_direct *x, const uint8_t *meta, const uint8_t *frame,
 		    uint32_t len);
+/* As mvn_direct_put for a frame in two places (mvn_vring_tx_gather). */
+bool mvn_direct_put_src(struct mvn_direct *x, const uint8_t *meta,
+			const struct mvn_frame_src *fs, uint32_t len);
 /* Publishes what was delivered, signals the guest, releases the lock. */
 void mvn_direct_end(struct mvn_direct *x);
+
+/* The sending side of the fast path: mvn_dev_tx_burst of device h through
+ * mvn_vring_tx_gather (vring.h), with src (max entries). The guest gets the chains back only at
+ * mvn_dev_tx_release(h, *held), which the caller must call, on the same thread, before anything
+ * else uses the device (*held is -1 when nothing is held). */
+int32_t mvn_dev_tx_gather(int32_t h, uint8_t *out, uint32_t cap, uint32_t max,
+			  struct mvn_frame_src *src, int32_t *held);
+void mvn_dev_tx_release(int32_t h, int32_t held);
 
 #endif

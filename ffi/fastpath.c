@@ -13,7 +13,11 @@
  *
  * A taken frame goes straight into the peer's guest (direct.h) when the peer allows it, its
  * inbound ring is empty, its guest negotiated the frame's offloads and has a buffer for it, else
- * into that ring for the peer's own loop. Frames this path
+ * into that ring for the peer's own loop. Going straight into the peer's guest, a frame of
+ * MVN_GATHER_MIN bytes or more is copied once: the burst holds a snapshot of its first
+ * MVN_SNAP_BYTES (every header classify reads or rewrites lies in them), and the rest is copied
+ * from the sender's buffers into the receiver's, before the sender's chains are given back
+ * (mvn_vring_tx_gather). Every other frame is completed in the burst first. Frames this path
  * takes may overtake frames of the same burst left to TypeScript (those with offloads, or
  * anything TypeScript must look at), never frames of earlier bursts.
  *
@@ -57,6 +61,8 @@
 /* Distinct peers one burst may wake; a burst is at most a few hundred frames, and a peer met
  * when the list is full is woken at once. */
 #define MAX_WAKE 64
+/* Frames one mvn_fwd_tx call takes at most (the vNIC loop asks for 64). */
+#define FWD_MAX_BURST 64u
 
 struct fwd_table {
 	uint32_t flags, mtu, count;
@@ -240,8 +246,12 @@ static uint32_t wire_len(const uint8_t *meta, const uint8_t *ip, uint32_t ip_hle
 	return seg < total ? seg : total;
 }
 
+/* The deepest byte classify reads: an IPv6 header's TCP header's data offset. */
+_Static_assert(ETH_HLEN + IPV6_HLEN + 13 <= MVN_SNAP_BYTES, "headers outside the snapshot");
+
 /* The peer a frame goes to when the fast path may take it; false leaves it to TypeScript.
- * On true the frame has been rewritten for the peer. */
+ * On true the frame has been rewritten for the peer. Reads and writes only the frame's first
+ * MVN_SNAP_BYTES: a gathered frame has nothing else in f. */
 static bool classify(const struct fwd_table *t, const uint8_t *meta, uint8_t *f, uint32_t len,
 		     struct fwd_entry *to)
 {
@@ -302,11 +312,13 @@ static void wake_later(int32_t *wake, uint32_t *nwake, int32_t h)
 int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const uint8_t *tbl,
 		   uint32_t tbl_len, uint32_t *res)
 {
-	res[0] = res[1] = res[2] = 0;
-	int32_t n = mvn_dev_tx_burst(h, out, cap, max);
+	res[0] = res[1] = res[2] = res[3] = 0;
+	struct mvn_frame_src src[FWD_MAX_BURST];
+	int32_t held;
+	int32_t n = mvn_dev_tx_gather(h, out, cap, max < FWD_MAX_BURST ? max : FWD_MAX_BURST, src,
+				      &held);
 	struct fwd_table t;
-	if (n <= 0 || !table_open(&t, tbl, tbl_len) || t.count == 0)
-		return n;
+	bool fast = n > 0 && table_open(&t, tbl, tbl_len) && t.count > 0;
 	int32_t wake[MAX_WAKE];
 	uint32_t nwake = 0, off = 0, keep = 0, left = 0;
 	/* The peer a direct delivery is open to (direct.dev set), or was last refused by. */
@@ -317,8 +329,9 @@ int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const ui
 		uint32_t len = le32(out + off);
 		uint32_t rec = 4 + MVN_META_SIZE + len;
 		uint8_t *meta = out + off + 4;
+		uint8_t *frame = meta + MVN_META_SIZE;
 		struct fwd_entry to;
-		if (classify(&t, meta, meta + MVN_META_SIZE, len, &to)) {
+		if (fast && classify(&t, meta, frame, len, &to)) {
 			struct mvn_fring ring;
 			bool ring_ok = mvn_fring_open(&ring, to.ring, to.ring_len);
 			if (to.handle != direct_h) {
@@ -336,22 +349,26 @@ int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const ui
 				 * it through the ring. */
 				mvn_direct_end(&direct);
 			}
-			if (direct.dev != NULL &&
-			    !mvn_direct_put(&direct, meta, meta + MVN_META_SIZE, len)) {
+			if (direct.dev != NULL && !mvn_direct_put_src(&direct, meta, &src[i], len)) {
 				/* The guest has no buffer: the frame and the rest of the burst to
 				 * this peer wait in its ring for its loop (mvn_fwd_rx). */
 				mvn_direct_end(&direct);
 			}
+			if (direct.dev == NULL)
+				mvn_frame_src_fill(&src[i], frame);
 			if (direct.dev != NULL) {
 				res[0]++;
 				res[2]++;
-			} else if (ring_ok && mvn_fring_push(&ring, meta, meta + MVN_META_SIZE, len)) {
+				if (src[i].nx > 0)
+					res[3]++;
+			} else if (ring_ok && mvn_fring_push(&ring, meta, frame, len)) {
 				res[0]++;
 				wake_later(wake, &nwake, to.handle);
 			} else {
 				res[1]++;
 			}
 		} else {
+			mvn_frame_src_fill(&src[i], frame);
 			if (keep != off)
 				memmove(out + keep, out + off, rec);
 			keep += rec;
@@ -361,7 +378,9 @@ int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const ui
 	}
 	if (direct.dev != NULL)
 		mvn_direct_end(&direct);
+	/* Every frame is now delivered or complete in out: the guest may have its buffers back. */
+	mvn_dev_tx_release(h, held);
 	for (uint32_t i = 0; i < nwake; i++)
 		mvn_dev_notify(wake[i]);
-	return (int32_t)left;
+	return n < 0 ? n : (int32_t)left;
 }

@@ -83,7 +83,7 @@ static void copy_piece(uint8_t *host, uint64_t n, void *p)
 {
 	struct copy_ctx *c = p;
 	if (c->to_guest)
-		memcpy(host, c->buf, n);
+		memmove(host, c->buf, n);
 	else
 		memcpy(c->buf, host, n);
 	c->buf += n;
@@ -107,7 +107,7 @@ int mvn_mem_write(const struct mvn_mem *m, uint64_t gpa, const void *src, uint64
 {
 	uint8_t *fast = mvn_mem_gpa_ptr(m, gpa, len);
 	if (fast != NULL) {
-		memcpy(fast, src, len);
+		memmove(fast, src, len);
 		return 0;
 	}
 	/* Never write part of a buffer and then fail: check the whole range first. */

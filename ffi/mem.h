@@ -34,7 +34,10 @@ uint8_t *mvn_mem_gpa_ptr(const struct mvn_mem *m, uint64_t gpa, uint64_t len);
 uint8_t *mvn_mem_uva_ptr(const struct mvn_mem *m, uint64_t uva, uint64_t len);
 /* True when every byte of [gpa, gpa + len) is backed by some region (it may span several). */
 bool mvn_mem_covers(const struct mvn_mem *m, uint64_t gpa, uint64_t len);
-/* Copies between guest memory and a host buffer, across region boundaries. 0 or -1 (unbacked). */
+/* Copies between guest memory and a host buffer, across region boundaries. 0 or -1 (unbacked).
+ * Writes move (memmove): the source may itself be guest memory (a frame copied guest to guest,
+ * vring.h), which a hostile frontend can map over the destination; the bytes are then its own
+ * garbage, never an overlap that C leaves undefined. */
 int mvn_mem_read(const struct mvn_mem *m, uint64_t gpa, void *dst, uint64_t len);
 int mvn_mem_write(const struct mvn_mem *m, uint64_t gpa, const void *src, uint64_t len);
 

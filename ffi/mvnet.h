@@ -135,9 +135,11 @@ int32_t mvn_fd_close(int32_t fd);
  * the table (layout in fastpath.c) routes to a peer are rewritten and pushed into the peer's
  * inbound frame ring (fring.h) and the peers woken (mvn_dev_notify), or delivered straight
  * into the peer's guest (direct.h); the other frames stay in out, in order and in the burst
- * layout. res (3 u32): [0] frames handed to peers, [1] frames a full peer ring refused
- * (dropped), [2] of [0], those delivered straight. Returns the frames left in out, or -errno. A
- * table that does not parse leaves every frame. */
+ * layout. res (4 u32): [0] frames handed to peers, [1] frames a full peer ring refused
+ * (dropped), [2] of [0], those delivered straight, [3] of [2], those copied once, from the
+ * sender's buffers into the receiver's (mvn_vring_tx_gather). Takes at most 64 frames whatever
+ * max says. Returns the frames left in out, or -errno. A table that does not parse leaves every
+ * frame. */
 int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const uint8_t *tbl,
 		   uint32_t tbl_len, uint32_t *res);
 /* Delivers up to max frames from the device's inbound frame ring (ring_len bytes at ring) to

@@ -419,14 +419,41 @@ static void prefetch_ahead(const struct mvn_vring *vr, const struct mvn_vring_en
 	}
 }
 
-uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
-			    uint32_t cap, uint32_t max)
+/* The extents of chain bytes [at, at + n) in host memory, into s->x; false when a piece does not
+ * lie in one region or they need more than MVN_SRC_EXTENTS (the frame is then copied whole). */
+static bool chain_extents(const struct mvn_mem *mem, const struct mvn_seg *segs, uint32_t nsegs,
+			  uint64_t at, uint64_t n, struct mvn_frame_src *s)
+{
+	s->nx = 0;
+	for (uint32_t k = 0; k < nsegs && n > 0; k++) {
+		if (at >= segs[k].len) {
+			at -= segs[k].len;
+			continue;
+		}
+		uint64_t c = segs[k].len - at;
+		if (c > n)
+			c = n;
+		const uint8_t *p = mvn_mem_gpa_ptr(mem, segs[k].gpa + at, c);
+		if (p == NULL || s->nx == MVN_SRC_EXTENTS)
+			return false;
+		s->x[s->nx].p = p;
+		s->x[s->nx].len = (uint32_t)c;
+		s->nx++;
+		n -= c;
+		at = 0;
+	}
+	return n == 0;
+}
+
+uint32_t mvn_vring_tx_gather(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
+			     uint32_t cap, uint32_t max, struct mvn_frame_src *src,
+			     uint16_t *old_used)
 {
 	uint16_t avail;
+	*old_used = vr->used_idx;
 	if (vr->desc == NULL || !fetch_avail(vr, env, &avail))
 		return 0;
 	uint32_t hl = net_hdr_len(env->features);
-	uint16_t old_used = vr->used_idx;
 	uint32_t n = 0, off = 0;
 	while (n < max && vr->last_avail != avail) {
 		prefetch_ahead(vr, env, avail, vr->last_avail, 0);
@@ -454,10 +481,25 @@ uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 			break;
 		/* The header is carried as the guest wrote it; what it claims is checked where it is
 		 * used (routing/offload.ts), num_buffers (meaningless on TX) is left out. */
+		uint8_t *frame = out + off + 4 + MVN_META_SIZE;
+		uint64_t copy = flen;
+		if (src != NULL) {
+			struct mvn_frame_src *fs = &src[n];
+			fs->snap = frame;
+			fs->snap_len = (uint32_t)flen;
+			fs->nx = 0;
+			if (flen >= MVN_GATHER_MIN &&
+			    chain_extents(env->mem, vr->segs, w.nsegs, hl + MVN_SNAP_BYTES,
+					  flen - MVN_SNAP_BYTES, fs)) {
+				fs->snap_len = MVN_SNAP_BYTES;
+				copy = MVN_SNAP_BYTES;
+			} else {
+				fs->nx = 0; /* chain_extents may have stopped part way */
+			}
+		}
 		if (chain_copy(env->mem, vr->segs, w.nsegs, 0, out + off + 4, MVN_META_SIZE, false) !=
 			    0 ||
-		    chain_copy(env->mem, vr->segs, w.nsegs, hl, out + off + 4 + MVN_META_SIZE, flen,
-			       false) != 0) {
+		    chain_copy(env->mem, vr->segs, w.nsegs, hl, frame, copy, false) != 0) {
 			vr->last_avail++;
 			env->ctr[MVN_CTR_CHAIN_BAD_ADDR]++;
 			put_used(vr, head, 0);
@@ -473,15 +515,41 @@ uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *en
 		n++;
 	}
 	set_avail_event(vr, env);
+	return n;
+}
+
+void mvn_vring_tx_release(struct mvn_vring *vr, const struct mvn_vring_env *env,
+			  uint16_t old_used)
+{
 	if (vr->used_idx != old_used)
 		publish_used(vr, env, old_used);
+}
+
+uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
+			    uint32_t cap, uint32_t max)
+{
+	uint16_t old_used;
+	uint32_t n = mvn_vring_tx_gather(vr, env, out, cap, max, NULL, &old_used);
+	mvn_vring_tx_release(vr, env, old_used);
 	return n;
+}
+
+void mvn_frame_src_fill(struct mvn_frame_src *s, uint8_t *dst)
+{
+	uint32_t at = s->snap_len;
+	for (uint32_t k = 0; k < s->nx; k++) {
+		memcpy(dst + at, s->x[k].p, s->x[k].len);
+		at += s->x[k].len;
+	}
+	s->snap = dst;
+	s->snap_len = at;
+	s->nx = 0;
 }
 
 /* Writes stream bytes [from, from + n) of (header ++ frame) into a chain at chain offset 0. */
 static int write_stream(const struct mvn_mem *mem, const struct mvn_seg *s, uint32_t nsegs,
-			const uint8_t *hdr, uint32_t hl, const uint8_t *frame, uint64_t from,
-			uint64_t n)
+			const uint8_t *hdr, uint32_t hl, const struct mvn_frame_src *fs,
+			uint64_t from, uint64_t n)
 {
 	uint64_t at = 0;
 	if (from < hl) {
@@ -492,9 +560,25 @@ static int write_stream(const struct mvn_mem *mem, const struct mvn_seg *s, uint
 		from += c;
 		n -= c;
 	}
-	if (n == 0)
-		return 0;
-	return chain_copy(mem, s, nsegs, at, (uint8_t *)frame + (from - hl), n, true);
+	/* Frame bytes from fo on, piece by piece: the snapshot, then the extents. */
+	uint64_t fo = from - hl;
+	for (uint32_t k = 0; n > 0; k++) {
+		if (k > fs->nx)
+			return -1;
+		const uint8_t *p = k == 0 ? fs->snap : fs->x[k - 1].p;
+		uint64_t plen = k == 0 ? fs->snap_len : fs->x[k - 1].len;
+		if (fo >= plen) {
+			fo -= plen;
+			continue;
+		}
+		uint64_t c = plen - fo < n ? plen - fo : n;
+		if (chain_copy(mem, s, nsegs, at, (uint8_t *)p + fo, c, true) != 0)
+			return -1;
+		at += c;
+		n -= c;
+		fo = 0;
+	}
+	return 0;
 }
 
 /* Keeps a malformed chain's head to give back after the current frame. A guest that keeps
@@ -555,7 +639,7 @@ bool mvn_vring_rx_accepts(const uint8_t *meta, uint64_t features)
  * gathering are given back after the frame's own chains: the guest reads a merged frame's
  * num_buffers used entries in a row. When the ring runs dry mid-frame nothing is consumed. */
 static enum rx_result rx_one(struct mvn_vring *vr, const struct mvn_vring_env *env,
-			     uint16_t *avail, const uint8_t *hdr, const uint8_t *frame,
+			     uint16_t *avail, const uint8_t *hdr, const struct mvn_frame_src *fs,
 			     uint32_t flen, uint32_t *nbad)
 {
 	bool mrg = has(env->features, MVN_F_MRG_RXBUF);
@@ -600,7 +684,7 @@ static enum rx_result rx_one(struct mvn_vring *vr, const struct mvn_vring_env *e
 			continue;
 		}
 		uint64_t chunk = w.bytes < need - done ? w.bytes : need - done;
-		if (write_stream(env->mem, vr->segs, w.nsegs, hdr, hl, frame, done, chunk) != 0) {
+		if (write_stream(env->mem, vr->segs, w.nsegs, hdr, hl, fs, done, chunk) != 0) {
 			env->ctr[MVN_CTR_CHAIN_BAD_ADDR]++;
 			defer_bad(vr, head, nbad);
 			continue;
@@ -638,6 +722,18 @@ enum mvn_rx_offer mvn_vring_rx_offer(struct mvn_vring *vr, const struct mvn_vrin
 				     struct mvn_rx_batch *b, const uint8_t *meta,
 				     const uint8_t *frame, uint32_t flen)
 {
+	/* Set field by field: an initializer would clear the unused extents for every frame. */
+	struct mvn_frame_src fs;
+	fs.snap = frame;
+	fs.snap_len = flen;
+	fs.nx = 0;
+	return mvn_vring_rx_offer_src(vr, env, b, meta, &fs, flen);
+}
+
+enum mvn_rx_offer mvn_vring_rx_offer_src(struct mvn_vring *vr, const struct mvn_vring_env *env,
+					 struct mvn_rx_batch *b, const uint8_t *meta,
+					 const struct mvn_frame_src *fs, uint32_t flen)
+{
 	if (flen == 0 || flen > MVN_MAX_FRAME) {
 		env->ctr[MVN_CTR_RX_DROP_BAD_FRAME]++;
 		return MVN_RX_DROPPED;
@@ -654,7 +750,7 @@ enum mvn_rx_offer mvn_vring_rx_offer(struct mvn_vring *vr, const struct mvn_vrin
 	if (b->dry)
 		return MVN_RX_NO_BUFFER;
 	uint32_t nbad = 0;
-	enum rx_result r = rx_one(vr, env, &b->avail, hdr, frame, flen, &nbad);
+	enum rx_result r = rx_one(vr, env, &b->avail, hdr, fs, flen, &nbad);
 	for (uint32_t k = 0; k < nbad; k++)
 		put_used(vr, vr->bad[k], 0);
 	if (r == RX_NO_BUFFER) {

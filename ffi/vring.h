@@ -116,6 +116,44 @@ bool mvn_vring_pending(const struct mvn_vring *vr);
  * the frame count. */
 uint32_t mvn_vring_tx_burst(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
 			    uint32_t cap, uint32_t max);
+
+/*
+ * A frame whose bytes lie in two places: [0, snap_len) in snap, the rest in order in the
+ * extents (host addresses in the sending guest's memory). The fast path (fastpath.c) reads and
+ * rewrites the headers in the snapshot and copies the rest straight from the sender's buffers
+ * into the receiver's: one copy of the payload instead of two. The guest may change its buffers
+ * meanwhile; what it changes then is its own payload, which nothing here interprets.
+ */
+#define MVN_SNAP_BYTES 128u
+/* Frames shorter than this are copied whole: the bookkeeping would cost more than the copy. */
+#define MVN_GATHER_MIN 512u
+/* A chain whose rest needs more extents than this is copied whole. */
+#define MVN_SRC_EXTENTS 8u
+struct mvn_extent {
+	const uint8_t *p;
+	uint32_t len;
+};
+struct mvn_frame_src {
+	const uint8_t *snap;
+	uint32_t snap_len;
+	uint32_t nx;
+	struct mvn_extent x[MVN_SRC_EXTENTS];
+};
+/* As mvn_vring_tx_burst, and with src (max entries) each frame of MVN_GATHER_MIN bytes or more
+ * whose rest fits in MVN_SRC_EXTENTS extents gets only its first MVN_SNAP_BYTES copied into out
+ * (its record still takes len bytes there); src[i] says where frame i's bytes are. The chains
+ * are given back to the guest (their used entries written) but not published: the extents stay
+ * valid, and the guest does not reuse the buffers, until mvn_vring_tx_release(*old_used). Until
+ * then nothing else may use the ring or change the memory table. */
+uint32_t mvn_vring_tx_gather(struct mvn_vring *vr, const struct mvn_vring_env *env, uint8_t *out,
+			     uint32_t cap, uint32_t max, struct mvn_frame_src *src,
+			     uint16_t *old_used);
+/* Publishes the used entries written since old_used and signals the guest as needed. */
+void mvn_vring_tx_release(struct mvn_vring *vr, const struct mvn_vring_env *env,
+			  uint16_t old_used);
+/* Copies a gathered frame's extents into dst (its frame in out, from offset snap_len on), so
+ * that dst holds the whole frame; s then describes dst alone. */
+void mvn_frame_src_fill(struct mvn_frame_src *s, uint8_t *dst);
 /* Delivers count frames laid out as [u32 len][MVN_META_SIZE bytes of header][len bytes]... in
  * `in` (len bytes) to the guest, each with its header (num_buffers added). Frames without room,
  * and frames whose header asks for an offload the guest did not negotiate, are dropped and
@@ -145,6 +183,10 @@ enum mvn_rx_offer { MVN_RX_DELIVERED, MVN_RX_DROPPED, MVN_RX_NO_BUFFER };
 enum mvn_rx_offer mvn_vring_rx_offer(struct mvn_vring *vr, const struct mvn_vring_env *env,
 				     struct mvn_rx_batch *b, const uint8_t *meta,
 				     const uint8_t *frame, uint32_t flen);
+/* As mvn_vring_rx_offer for a frame of flen bytes in two places (mvn_vring_tx_gather). */
+enum mvn_rx_offer mvn_vring_rx_offer_src(struct mvn_vring *vr, const struct mvn_vring_env *env,
+					 struct mvn_rx_batch *b, const uint8_t *meta,
+					 const struct mvn_frame_src *fs, uint32_t flen);
 /* After a batch ended on MVN_RX_NO_BUFFER: asks the guest to kick when it adds a buffer past
  * those it offers now (which did not hold the frame), whatever else the ring's kicks are set to.
  * True when it added one meanwhile: the caller should try again. */

@@ -23,5 +23,6 @@ build() {
   echo "$stamp" >"$out.stamp"
 }
 build build/fuzz_vring fuzz/fuzz_vring.c ffi/mem.c ffi/vring.c
-# fastpath.c is included by the target (its classification is static); fring.c is linked.
-build build/fuzz_fastpath fuzz/fuzz_fastpath.c ffi/fring.c
+# fastpath.c is included by the target (its classification is static); fring.c is linked, and
+# vring.c (mvn_frame_src_fill) with mem.c.
+build build/fuzz_fastpath fuzz/fuzz_fastpath.c ffi/fring.c ffi/vring.c ffi/mem.c

@@ -234,11 +234,13 @@ export class VhostNetDevice {
   /**
    * {@link receiveBurst} with the forwarding fast path (`ffi/fastpath.c`): the frames `table`
    * (a `routing/fast_table.ts` encoding) routes to a peer go straight into the peer's ring and
-   * only the others land in `batch`. `res` (3 entries) gets [frames handed to peers, frames a
-   * full peer ring refused, frames of the first delivered straight into a peer's guest].
-   * Returns the frames left in `batch`.
+   * only the others land in `batch`. `res` (4 entries) gets [frames handed to peers, frames a
+   * full peer ring refused, frames of the first delivered straight into a peer's guest, frames
+   * of the third copied once, from the sender's guest buffers into the receiver's]. At most 64
+   * frames a call. Returns the frames left in `batch`.
    */
   receiveForwarding(batch: FrameBatch, table: Uint8Array, res: Uint32Array): number {
+    if (res.length < 4) throw new RangeError(`res has ${res.length} entries, needs 4`);
     const count = check(
       native().mvn_fwd_tx(
         this.handle,

@@ -336,7 +336,7 @@ function pair() {
     ring: new FrameRing(sab),
     table: tableFor(b.r.dev.handle, sab),
     batch: new FrameBatch(64),
-    res: new Uint32Array(3),
+    res: new Uint32Array(4),
     close() {
       a.r.close();
       b.r.close();
@@ -411,7 +411,7 @@ Deno.test("fast path: a full peer ring refuses frames and counts them; the table
     const ring = new FrameRing(sab);
     const table = tableFor(9999, sab); // a peer handle that names no device: no wake-up
     const batch = new FrameBatch(64);
-    const res = new Uint32Array(3);
+    const res = new Uint32Array(4);
     const frame = base4(prng(1));
     for (let i = 0; i < 10; i++) a.fe.sendFrame(frame);
     assertEquals(a.r.dev.receiveForwarding(batch, table.bytes, res), 0);
@@ -704,7 +704,7 @@ Deno.test("fast path: TCP offloads go straight only to a guest that negotiated t
   });
   try {
     const batch = new FrameBatch(64);
-    const res = new Uint32Array(3);
+    const res = new Uint32Array(4);
     const rand = prng(13);
     for (const [peer, takes] of [[plain, false], [able, true]] as const) {
       const sab = smallRing(64);
@@ -735,5 +735,75 @@ Deno.test("fast path: TCP offloads go straight only to a guest that negotiated t
     a.r.close();
     plain.r.close();
     able.r.close();
+  }
+});
+
+/** A UDP frame to the peer of exactly `len` bytes whose payload is a pattern of `seed`. */
+function sized4(len: number, seed: number): Uint8Array {
+  const payload = new Uint8Array(len - 14 - 20 - 8);
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + seed) & 0xff;
+  const f = frameOf(ipv4UdpFrame(OWN_MAC, GATEWAY_MAC, OWN4, PEER4, 5000, 6000, payload));
+  assertEquals(f.length, len);
+  return f;
+}
+
+Deno.test("fast path: a large frame goes guest to guest in one copy, whatever its chain's layout", () => {
+  const p = pair();
+  const { a, b, ring, table, batch, res } = p;
+  try {
+    b.r.dev.setDirectReceive(true);
+    // [frame length, descriptors of the sender's chain, indirect, copied once]: the first
+    // 128 bytes are copied into the burst, the rest comes from at most 8 pieces of the chain.
+    const cases: [number, number, boolean, boolean][] = [
+      [1514, 1, false, true],
+      [1514, 3, false, true],
+      [1514, 8, false, true],
+      [1514, 9, false, false], // the rest lies in 9 pieces: copied whole
+      [1514, 40, false, false],
+      [1514, 5, true, true],
+      [512, 2, false, true],
+      [511, 1, false, false], // too short to be worth it
+      [60, 1, false, false],
+    ];
+    // Receive buffers of 256 bytes: a large frame is merged over several (MRG_RXBUF).
+    b.fe.postRx(128, 256);
+    const frames = cases.map(([len], i) => sized4(len, i));
+    cases.forEach(([, pieces, indirect], i) => a.fe.sendFrame(frames[i], { pieces, indirect }));
+    assertEquals(a.r.dev.receiveForwarding(batch, table.bytes, res), 0);
+    assertEquals(a.fe.rings[TXQ].takeUsed().length, cases.length, "every chain given back");
+    const once = cases.filter((c) => c[3]).length;
+    assertEquals([res[0], res[2], res[3]], [cases.length, cases.length, once]);
+    const got = b.fe.readRx();
+    assertEquals(got.map((g) => g.frame), frames.map((f) => slowPath(f, new Uint8Array(10))));
+    assert(got[0].numBuffers > 1, "merged over several receive buffers");
+    assert(!ring.ready(), "nothing went through the ring");
+    assertEquals(b.r.dev.counters().rx_packets, cases.length);
+  } finally {
+    p.close();
+  }
+});
+
+Deno.test("fast path: a large frame that waits in the peer's ring is whole there before its buffers go back", () => {
+  const p = pair();
+  const { a, b, ring, table, batch, res } = p;
+  try {
+    b.r.dev.setDirectReceive(true);
+    b.fe.postRx(1, 2048);
+    const frames = [sized4(1514, 1), sized4(1000, 2), sized4(1514, 3)];
+    const at = frames.map((f) => a.fe.allocGuest(12 + f.length));
+    frames.forEach((f, i) => a.fe.sendFrame(f, { pieces: 3, at: at[i] }));
+    assertEquals(a.r.dev.receiveForwarding(batch, table.bytes, res), 0);
+    assertEquals([res[0], res[2], res[3]], [3, 1, 1], "one buffer: one straight, two to the ring");
+    assertEquals(a.fe.rings[TXQ].takeUsed().length, 3);
+    // The guest reuses its buffers as soon as it has them back: what waits in the ring must
+    // not be read from them any more.
+    at.forEach((addr, i) => a.fe.mem.write(addr, new Uint8Array(12 + frames[i].length).fill(0xee)));
+    const expect = frames.map((f) => slowPath(f, new Uint8Array(10)));
+    assertEquals(b.fe.readRx().map((g) => g.frame), expect.slice(0, 1));
+    const waiting: Uint8Array[] = [];
+    ring.drain(10, (f) => waiting.push(f.slice()));
+    assertEquals(waiting, expect.slice(1));
+  } finally {
+    p.close();
   }
 });
