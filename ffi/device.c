@@ -889,18 +889,6 @@ uint64_t mvn_queue_get(int32_t h, uint32_t q, int32_t field)
 	}
 }
 
-int32_t mvn_dev_tx_burst(int32_t h, uint8_t *out, uint32_t cap, uint32_t max)
-{
-	struct mvn_dev *d = lookup(h);
-	if (d == NULL)
-		return -ENOENT;
-	if (!mvn_vring_ready(&d->vq[TXQ], protocol_features(d)))
-		return 0;
-	struct mvn_vring_env env = { .mem = &d->mem, .features = d->field[MVN_DEV_FEATURES],
-				     .ctr = d->ctr };
-	return (int32_t)mvn_vring_tx_burst(&d->vq[TXQ], &env, out, cap, max);
-}
-
 int32_t mvn_dev_tx_gather(int32_t h, uint8_t *out, uint32_t cap, uint32_t max,
 			  struct mvn_frame_src *src, int32_t *held)
 {
@@ -926,6 +914,14 @@ void mvn_dev_tx_release(int32_t h, int32_t held)
 	struct mvn_vring_env env = { .mem = &d->mem, .features = d->field[MVN_DEV_FEATURES],
 				     .ctr = d->ctr };
 	mvn_vring_tx_release(&d->vq[TXQ], &env, (uint16_t)held);
+}
+
+int32_t mvn_dev_tx_burst(int32_t h, uint8_t *out, uint32_t cap, uint32_t max)
+{
+	int32_t held;
+	int32_t n = mvn_dev_tx_gather(h, out, cap, max, NULL, &held);
+	mvn_dev_tx_release(h, held);
+	return n;
 }
 
 static int32_t dev_rx_burst_locked(int32_t h, const uint8_t *in, uint32_t len, uint32_t count)

@@ -37,7 +37,8 @@ bool mvn_direct_put_src(struct mvn_direct *x, const uint8_t *meta,
 void mvn_direct_end(struct mvn_direct *x);
 
 /* The sending side of the fast path: mvn_dev_tx_burst of device h through
- * mvn_vring_tx_gather (vring.h), with src (max entries). The guest gets the chains back only at
+ * mvn_vring_tx_gather (vring.h), with src (max entries, or NULL: mvn_dev_tx_burst is that and
+ * the release). The guest gets the chains back only at
  * mvn_dev_tx_release(h, *held), which the caller must call, on the same thread, before anything
  * else uses the device (*held is -1 when nothing is held). */
 int32_t mvn_dev_tx_gather(int32_t h, uint8_t *out, uint32_t cap, uint32_t max,

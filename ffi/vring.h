@@ -139,9 +139,11 @@ struct mvn_frame_src {
 	uint32_t nx;
 	struct mvn_extent x[MVN_SRC_EXTENTS];
 };
-/* As mvn_vring_tx_burst, and with src (max entries) each frame of MVN_GATHER_MIN bytes or more
- * whose rest fits in MVN_SRC_EXTENTS extents gets only its first MVN_SNAP_BYTES copied into out
- * (its record still takes len bytes there); src[i] says where frame i's bytes are. The chains
+/* mvn_vring_tx_burst in two steps (it is this with src NULL, then mvn_vring_tx_release). With
+ * src (max entries), each frame of MVN_GATHER_MIN bytes or more whose rest fits in
+ * MVN_SRC_EXTENTS extents gets only its first MVN_SNAP_BYTES copied into out (its record still
+ * takes len bytes there); src[i] says where frame i's bytes are. Without, every frame is copied
+ * whole. The chains
  * are given back to the guest (their used entries written) but not published: the extents stay
  * valid, and the guest does not reuse the buffers, until mvn_vring_tx_release(*old_used). Until
  * then nothing else may use the ring or change the memory table. */
