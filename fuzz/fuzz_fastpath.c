@@ -27,9 +27,9 @@ static void take_bytes(struct input *in, uint8_t *dst, size_t len)
 }
 
 /* The burst mvn_dev_tx_gather "received": filled from the input before each call, and for
- * each frame the number of pieces its rest comes in (0: copied whole). */
+ * each frame the number of pieces its rest comes in (0: copied whole) and where they are cut. */
 static uint8_t burst[MAX_FRAMES * (4 + MVN_META_SIZE + 2048)];
-static uint32_t burst_len, burst_count, pieces[MAX_FRAMES];
+static uint32_t burst_len, burst_count, pieces[MAX_FRAMES], cuts[MAX_FRAMES];
 /* The "guest memory" the pieces point into: a copy of the burst, so the burst stays the
  * reference the frames left are compared with. */
 static uint8_t guest[sizeof(burst)];
@@ -58,9 +58,7 @@ int32_t mvn_dev_tx_gather(int32_t h, uint8_t *out, uint32_t cap, uint32_t max,
 			/* pieces[i] pieces of the rest, the last taking what is left. */
 			uint32_t rest = len - MVN_SNAP_BYTES, at = MVN_SNAP_BYTES;
 			for (uint32_t k = 0; k < pieces[i]; k++) {
-				uint32_t c = k + 1 == pieces[i] ? rest : 1 + (rest - 1) * (k + 1) % rest;
-				if (c > rest)
-					c = rest;
+				uint32_t c = k + 1 == pieces[i] ? rest : 1 + (cuts[i] + 97 * k) % rest;
 				fs->x[fs->nx].p = g + at;
 				fs->x[fs->nx].len = c;
 				fs->nx++;
@@ -169,6 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (uint32_t i = 0; i < nframes; i++) {
 		uint32_t len = (uint32_t)take(&in, 2) % 2048;
 		pieces[i] = (uint32_t)take(&in, 1) % (MVN_SRC_EXTENTS + 1);
+		cuts[i] = (uint32_t)take(&in, 2);
 		memcpy(burst + burst_len, &len, 4);
 		take_bytes(&in, burst + burst_len + 4, MVN_META_SIZE + len);
 		burst_len += 4 + MVN_META_SIZE + len;
