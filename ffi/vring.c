@@ -495,14 +495,13 @@ uint32_t mvn_vring_tx_gather(struct mvn_vring *vr, const struct mvn_vring_env *e
 			struct mvn_frame_src *fs = &src[n];
 			fs->snap = frame;
 			fs->snap_len = (uint32_t)flen;
-			fs->nx = 0;
 			if (flen >= MVN_GATHER_MIN &&
 			    chain_extents(env->mem, vr->segs, w.nsegs, hl + MVN_SNAP_BYTES,
 					  flen - MVN_SNAP_BYTES, fs)) {
 				fs->snap_len = MVN_SNAP_BYTES;
 				copy = MVN_SNAP_BYTES;
 			} else {
-				fs->nx = 0; /* chain_extents may have stopped part way */
+				fs->nx = 0; /* too short, or chain_extents stopped part way */
 			}
 		}
 		if (chain_copy(env->mem, vr->segs, w.nsegs, 0, out + off + 4, MVN_META_SIZE, false) !=
