@@ -354,18 +354,19 @@ int32_t mvn_fwd_tx(int32_t h, uint8_t *out, uint32_t cap, uint32_t max, const ui
 				 * this peer wait in its ring for its loop (mvn_fwd_rx). */
 				mvn_direct_end(&direct);
 			}
-			if (direct.dev == NULL)
-				mvn_frame_src_fill(&src[i], frame);
 			if (direct.dev != NULL) {
 				res[0]++;
 				res[2]++;
 				if (src[i].nx > 0)
 					res[3]++;
-			} else if (ring_ok && mvn_fring_push(&ring, meta, frame, len)) {
-				res[0]++;
-				wake_later(wake, &nwake, to.handle);
 			} else {
-				res[1]++;
+				mvn_frame_src_fill(&src[i], frame);
+				if (ring_ok && mvn_fring_push(&ring, meta, frame, len)) {
+					res[0]++;
+					wake_later(wake, &nwake, to.handle);
+				} else {
+					res[1]++;
+				}
 			}
 		} else {
 			mvn_frame_src_fill(&src[i], frame);
